@@ -63,10 +63,12 @@ inline int scan_row(const float* x, int64_t V) {
 
 }  // namespace sampling_checks
 
-// Checks every value of a sampling call whose shapes the caller has already
-// validated (p.B, p.V >= 1, p.L, pointers and strides set).  Returns "" when
-// the call is valid, else a message naming the argument and the bad value.
-inline std::string check_sampling_values(const SamplingParams& p, const Parallel& par) {
+// Checks the per-row parameters and the coins of a sampling call whose shapes
+// the caller has already validated.  Returns "" when they are valid, else a
+// message naming the argument and the bad value.  (The CUDA glue runs this on
+// the host copies of these small arrays; the logits and previous ids are
+// checked where they live.)
+inline std::string check_sampling_parameters(const SamplingParams& p) {
   using namespace sampling_checks;
   const int64_t B = p.B;
   int64_t b;
@@ -88,28 +90,46 @@ inline std::string check_sampling_values(const SamplingParams& p, const Parallel
               fmt(p.repetition_penalty[b * p.repetition_penalty_stride]));
   if ((b = first_bad(p.coins, 1, B, [](float u) { return u >= 0 && u < 1; })) >= 0)
     return "coins must be in [0, 1); got coins[" + std::to_string(b) + "] = " + fmt(p.coins[b]);
-  for (int64_t i = 0; i < B * p.L; ++i) {
+  return "";
+}
+
+// Message for previous_ids[row, col] = t outside [0, V) and not pad_id.
+inline std::string previous_id_error(const SamplingParams& p, int64_t row, int64_t col, int32_t t) {
+  return "previous_ids must be in [0, V=" + std::to_string(p.V) + ") or equal to pad_id=" +
+         std::to_string(p.pad_id) + "; got previous_ids[" + std::to_string(row) + ", " + std::to_string(col) +
+         "] = " + std::to_string(t);
+}
+
+// Message for a row of logits (host copy x, V values) that failed the scan:
+// status 1 (a NaN or +inf) or 2 (no finite value).
+inline std::string logits_row_error(int64_t row, const float* x, int64_t V, int status) {
+  using namespace sampling_checks;
+  if (status == 2)
+    return "every row of logits needs at least one finite value; logits[" + std::to_string(row) + ", :] is all -inf";
+  int64_t i = 0;
+  while (i + 1 < V && x[i] < std::numeric_limits<float>::infinity()) ++i;
+  return "logits must not contain NaN or +inf (use -inf to ban a token); got logits[" + std::to_string(row) + ", " +
+         std::to_string(i) + "] = " + fmt(x[i]);
+}
+
+// Checks every value of a sampling call whose shapes the caller has already
+// validated (p.B, p.V >= 1, p.L, pointers and strides set; host memory).
+// Returns "" when the call is valid, else a message naming the argument and
+// the bad value.
+inline std::string check_sampling_values(const SamplingParams& p, const Parallel& par) {
+  using namespace sampling_checks;
+  std::string error = check_sampling_parameters(p);
+  if (!error.empty()) return error;
+  for (int64_t i = 0; i < p.B * p.L; ++i) {
     const int32_t t = p.previous_ids[i];
-    if (t != p.pad_id && (t < 0 || t >= p.V))
-      return "previous_ids must be in [0, V=" + std::to_string(p.V) + ") or equal to pad_id=" +
-             std::to_string(p.pad_id) + "; got previous_ids[" + std::to_string(i / p.L) + ", " +
-             std::to_string(i % p.L) + "] = " + std::to_string(t);
+    if (t != p.pad_id && (t < 0 || t >= p.V)) return previous_id_error(p, i / p.L, i % p.L, t);
   }
-  std::vector<int8_t> status(B, 0);
-  par(B, 2 * p.V, [&](int64_t begin, int64_t end) {
+  std::vector<int8_t> status(p.B, 0);
+  par(p.B, 2 * p.V, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) status[r] = int8_t(scan_row(p.logits + r * p.logits_stride, p.V));
   });
-  for (b = 0; b < B; ++b) {
-    if (status[b] == 0) continue;
-    const float* x = p.logits + b * p.logits_stride;
-    if (status[b] == 2)
-      return "every row of logits needs at least one finite value; logits[" + std::to_string(b) +
-             ", :] is all -inf";
-    int64_t i = 0;
-    while (x[i] < std::numeric_limits<float>::infinity()) ++i;
-    return "logits must not contain NaN or +inf (use -inf to ban a token); got logits[" + std::to_string(b) +
-           ", " + std::to_string(i) + "] = " + fmt(x[i]);
-  }
+  for (int64_t b = 0; b < p.B; ++b)
+    if (status[b] != 0) return logits_row_error(b, p.logits + b * p.logits_stride, p.V, status[b]);
   return "";
 }
 

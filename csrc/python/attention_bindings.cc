@@ -9,6 +9,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/thread_pool.h"
+#include "python/attention_args.h"
 #include "python/bindings.h"
 
 namespace py = pybind11;
@@ -49,36 +50,15 @@ Checked check_inputs(const py::handle& q_obj, const py::handle& k_obj, const py:
   c.v = as_float4(v_obj, "v");
   const int64_t B = c.q.shape(0), Tq = c.q.shape(1), H = c.q.shape(2), D = c.q.shape(3);
   const int64_t Tk = c.k.shape(1), Hkv = c.k.shape(2);
-  for (int i = 0; i < 4; ++i)
-    if (c.v.shape(i) != c.k.shape(i))
-      throw py::value_error("v must have the shape of k " + shape_str(c.k) + ", got " + shape_str(c.v));
-  if (c.k.shape(0) != B)
-    throw py::value_error("k batch size " + std::to_string(c.k.shape(0)) + " does not match q batch size " +
-                          std::to_string(B));
-  if (c.k.shape(3) != D)
-    throw py::value_error("k head size " + std::to_string(c.k.shape(3)) + " does not match q head size " +
-                          std::to_string(D));
-  if (D < 1 || D > kMaxHeadDim)
-    throw py::value_error("head size D must be in [1, " + std::to_string(kMaxHeadDim) + "], got " +
-                          std::to_string(D));
-  if (Hkv < 1 || H < 1 || H % Hkv != 0)
-    throw py::value_error("number of query heads H=" + std::to_string(H) +
-                          " must be a positive multiple of the key/value heads Hkv=" + std::to_string(Hkv));
+  int64_t qd[4], kd[4], vd[4];
+  for (int i = 0; i < 4; ++i) qd[i] = c.q.shape(i), kd[i] = c.k.shape(i), vd[i] = c.v.shape(i);
+  attention_args::check_shapes(qd, kd, vd);
   AttentionParams& p = c.p;
   if (!key_lengths.is_none()) {
-    c.lens = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(key_lengths);
-    if (!c.lens || c.lens.ndim() != 1 || c.lens.shape(0) != B)
-      throw py::value_error("key_lengths must have shape (" + std::to_string(B) + ",)");
-    for (int64_t b = 0; b < B; ++b) {
-      const int32_t l = c.lens.at(b);
-      if (l < 0 || l > Tk)
-        throw py::value_error("key_lengths[" + std::to_string(b) + "] must be in [0, Tk=" + std::to_string(Tk) +
-                              "], got " + std::to_string(l));
-    }
+    c.lens = attention_args::check_key_lengths(key_lengths, B, Tk);
     p.key_lengths = c.lens.data();
   }
-  p.scale = scale.is_none() ? 1.f / std::sqrt(float(D)) : scale.cast<float>();
-  if (!std::isfinite(p.scale)) throw py::value_error("scale must be finite, got " + std::string(py::str(scale)));
+  p.scale = attention_args::check_scale(scale, D);
   p.B = B; p.Tq = Tq; p.Tk = Tk; p.H = H; p.Hkv = Hkv; p.D = D;
   p.causal = causal;
   p.q = c.q.data();  p.q_stride = dense_strides(Tq, H, D);

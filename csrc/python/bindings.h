@@ -7,5 +7,6 @@ namespace keraslm {
 
 void register_attention(pybind11::module_& m);
 void register_sampling(pybind11::module_& m);
+void register_dlpack(pybind11::module_& m);
 
 }  // namespace keraslm

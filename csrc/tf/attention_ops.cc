@@ -1,9 +1,7 @@
 // TF glue for the fused attention kernels: op registration, shape functions,
 // validation of every input (OP_REQUIRES), and the CPU OpKernels.
-#include <cmath>
-#include <string>
-
 #include "kernels/attention.h"
+#include "tf/attention_checks.h"
 #include "tf/tf_common.h"
 
 namespace keraslm {
@@ -75,66 +73,18 @@ REGISTER_OP("Keraslm>FlashAttentionGrad")
 namespace keraslm {
 namespace {
 
-std::string ShapeStr(const Tensor& t) { return t.shape().DebugString(); }
-
-// Reads the attributes shared by the forward and backward ops.
-struct AttentionAttrs {
-  bool causal = false, use_key_lengths = false;
-  float scale = 0.f;
-  explicit AttentionAttrs(OpKernelConstruction* ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("causal", &causal));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("scale", &scale));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("use_key_lengths", &use_key_lengths));
-    OP_REQUIRES(ctx, std::isfinite(scale), InvalidArgument("scale must be finite, got ", scale));
-  }
-};
-
-// Returns `error` from the enclosing Status function unless `cond` holds.
-#define KERASLM_REQUIRE(cond, error) \
-  do {                               \
-    if (!(cond)) return (error);     \
-  } while (0)
-
-// Validates q, k, v and key_lengths and fills the sizes and pointers of p.
-Status ValidateInputs(OpKernelContext* ctx, const AttentionAttrs& a, AttentionParams* p) {
-  const Tensor& q = ctx->input(0);
-  const Tensor& k = ctx->input(1);
-  const Tensor& v = ctx->input(2);
-  const Tensor& lens = ctx->input(3);
-  KERASLM_REQUIRE(q.dims() == 4,
-              InvalidArgument("q must have rank 4 [B, Tq, H, D], got shape ", ShapeStr(q)));
-  KERASLM_REQUIRE(k.dims() == 4,
-              InvalidArgument("k must have rank 4 [B, Tk, Hkv, D], got shape ", ShapeStr(k)));
-  KERASLM_REQUIRE(v.shape() == k.shape(),
-              InvalidArgument("v must have the shape of k ", ShapeStr(k), ", got ", ShapeStr(v)));
-  const int64_t B = q.dim_size(0), Tq = q.dim_size(1), H = q.dim_size(2), D = q.dim_size(3);
-  const int64_t Tk = k.dim_size(1), Hkv = k.dim_size(2);
-  KERASLM_REQUIRE(k.dim_size(0) == B,
-              InvalidArgument("k batch size ", k.dim_size(0), " does not match q batch size ", B));
-  KERASLM_REQUIRE(k.dim_size(3) == D,
-              InvalidArgument("k head size ", k.dim_size(3), " does not match q head size ", D));
-  KERASLM_REQUIRE(D >= 1 && D <= kMaxHeadDim,
-              InvalidArgument("head size D must be in [1, ", kMaxHeadDim, "], got ", D));
-  KERASLM_REQUIRE(Hkv >= 1 && H >= 1 && H % Hkv == 0,
-              InvalidArgument("number of query heads H=", H, " must be a positive multiple of the key/value ",
-                              "heads Hkv=", Hkv));
-  if (a.use_key_lengths) {
-    KERASLM_REQUIRE(lens.dims() == 1 && lens.dim_size(0) == B,
-                InvalidArgument("key_lengths must have shape [", B, "], got ", ShapeStr(lens)));
-    auto l = lens.flat<int32_t>();
-    for (int64_t b = 0; b < B; ++b)
-      KERASLM_REQUIRE(l(b) >= 0 && l(b) <= Tk,
-                  InvalidArgument("key_lengths[", b, "] must be in [0, Tk=", Tk, "], got ", l(b)));
-  }
-  p->B = B; p->Tq = Tq; p->Tk = Tk; p->H = H; p->Hkv = Hkv; p->D = D;
-  p->causal = a.causal;
-  p->scale = a.scale;
-  p->key_lengths = a.use_key_lengths ? lens.flat<int32_t>().data() : nullptr;
-  p->q = q.flat<float>().data();  p->q_stride = dense_strides(Tq, H, D);
-  p->k = k.flat<float>().data();  p->k_stride = dense_strides(Tk, Hkv, D);
-  p->v = v.flat<float>().data();  p->v_stride = dense_strides(Tk, Hkv, D);
-  p->out_stride = dense_strides(Tq, H, D);
-  return Status();
+// Fills the CPU kernel's params from validated inputs.
+AttentionParams CpuParams(OpKernelContext* ctx, const AttentionAttrs& a, const AttentionShape& s) {
+  AttentionParams p;
+  p.B = s.B; p.Tq = s.Tq; p.Tk = s.Tk; p.H = s.H; p.Hkv = s.Hkv; p.D = s.D;
+  p.causal = a.causal;
+  p.scale = a.scale;
+  p.key_lengths = a.use_key_lengths ? ctx->input(3).flat<int32_t>().data() : nullptr;
+  p.q = ctx->input(0).flat<float>().data();  p.q_stride = QStrides(s);
+  p.k = ctx->input(1).flat<float>().data();  p.k_stride = KStrides(s);
+  p.v = ctx->input(2).flat<float>().data();  p.v_stride = KStrides(s);
+  p.out_stride = QStrides(s);
+  return p;
 }
 
 class FlashAttentionOp : public OpKernel {
@@ -142,8 +92,9 @@ class FlashAttentionOp : public OpKernel {
   explicit FlashAttentionOp(OpKernelConstruction* ctx) : OpKernel(ctx), attrs_(ctx) {}
 
   void Compute(OpKernelContext* ctx) override {
-    AttentionParams p;
-    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, attrs_, &p));
+    AttentionShape s;
+    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, attrs_, &s));
+    AttentionParams p = CpuParams(ctx, attrs_, s);
     Tensor* out = nullptr;
     Tensor* lse = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &out));
@@ -164,23 +115,16 @@ class FlashAttentionGradOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
+    AttentionShape s;
+    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, attrs_, &s));
+    OP_REQUIRES_OK(ctx, ValidateGradInputs(ctx, s, use_dlse_));
     AttentionGradParams g;
-    OP_REQUIRES_OK(ctx, ValidateInputs(ctx, attrs_, &g.fwd));
+    g.fwd = CpuParams(ctx, attrs_, s);
     const Tensor& out = ctx->input(4);
     const Tensor& lse = ctx->input(5);
     const Tensor& dout = ctx->input(6);
     const Tensor& dlse = ctx->input(7);
     const TensorShape& qs = ctx->input(0).shape();
-    const TensorShape lse_shape({g.fwd.B, g.fwd.H, g.fwd.Tq});
-    OP_REQUIRES(ctx, out.shape() == qs,
-                InvalidArgument("out must have the shape of q ", qs.DebugString(), ", got ", ShapeStr(out)));
-    OP_REQUIRES(ctx, dout.shape() == qs,
-                InvalidArgument("dout must have the shape of q ", qs.DebugString(), ", got ", ShapeStr(dout)));
-    OP_REQUIRES(ctx, lse.shape() == lse_shape,
-                InvalidArgument("lse must have shape ", lse_shape.DebugString(), ", got ", ShapeStr(lse)));
-    if (use_dlse_)
-      OP_REQUIRES(ctx, dlse.shape() == lse_shape,
-                  InvalidArgument("dlse must have shape ", lse_shape.DebugString(), ", got ", ShapeStr(dlse)));
     Tensor *dq = nullptr, *dk = nullptr, *dv = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, qs, &dq));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &dk));

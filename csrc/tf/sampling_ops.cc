@@ -4,13 +4,11 @@
 
 #include "kernels/sampling.h"
 #include "kernels/sampling_checks.h"
+#include "tf/sampling_glue.h"
 #include "tf/tf_common.h"
 
 namespace keraslm {
 namespace {
-
-// Per-row parameters, in input order after logits and coins.
-constexpr const char* kParamNames[] = {"temperature", "top_k", "top_p", "min_p", "repetition_penalty"};
 
 // ids and logprobs are [B]; B is merged from every input that carries it.
 Status SampleShape(shape_inference::InferenceContext* c) {
@@ -37,58 +35,13 @@ class SampleOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    const Tensor& logits = ctx->input(0);
-    const Tensor& coins = ctx->input(1);
-    const Tensor& prev = ctx->input(7);
-    OP_REQUIRES(ctx, logits.dims() == 2,
-                InvalidArgument("logits must be a 2-D tensor [batch, vocab]; got shape ",
-                                logits.shape().DebugString()));
-    const int64_t B = logits.dim_size(0), V = logits.dim_size(1);
-    OP_REQUIRES(ctx, V > 0, InvalidArgument("logits must have at least one column (vocabulary size); got shape ",
-                                            logits.shape().DebugString()));
-    OP_REQUIRES(ctx, V <= INT32_MAX,
-                InvalidArgument("logits has ", V, " columns; ids are int32, so at most 2^31 - 1 are supported"));
-    OP_REQUIRES(ctx, coins.dims() == 1 && coins.dim_size(0) == B,
-                InvalidArgument("coins must have shape [", B, "] (one per row of logits); got shape ",
-                                coins.shape().DebugString()));
-    for (int i = 2; i < 7; ++i) {
-      const Tensor& t = ctx->input(i);
-      OP_REQUIRES(ctx, t.dims() == 0 || (t.dims() == 1 && t.dim_size(0) == B),
-                  InvalidArgument(kParamNames[i - 2], " must be a scalar or have shape [", B,
-                                  "] (one per row of logits); got shape ", t.shape().DebugString()));
-    }
-    OP_REQUIRES(ctx, prev.dims() == 2 && prev.dim_size(0) == B,
-                InvalidArgument("previous_ids must have shape [", B, ", L]; got shape ", prev.shape().DebugString()));
-
-    Tensor* ids = nullptr;
-    Tensor* logprobs = nullptr;
+    OP_REQUIRES_OK(ctx, ValidateSampleShapes(ctx));
+    const int64_t B = ctx->input(0).dim_size(0);
+    Tensor *ids = nullptr, *logprobs = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B}), &ids));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B}), &logprobs));
     if (B == 0) return;
-
-    auto stride = [&](int i) -> int64_t { return ctx->input(i).dims() == 0 ? 0 : 1; };
-    SamplingParams p;
-    p.B = B;
-    p.V = V;
-    p.L = prev.dim_size(1);
-    p.logits = logits.flat<float>().data();
-    p.logits_stride = V;
-    p.coins = coins.flat<float>().data();
-    p.temperature = ctx->input(2).flat<float>().data();
-    p.temperature_stride = stride(2);
-    p.top_k = ctx->input(3).flat<int32_t>().data();
-    p.top_k_stride = stride(3);
-    p.top_p = ctx->input(4).flat<float>().data();
-    p.top_p_stride = stride(4);
-    p.min_p = ctx->input(5).flat<float>().data();
-    p.min_p_stride = stride(5);
-    p.repetition_penalty = ctx->input(6).flat<float>().data();
-    p.repetition_penalty_stride = stride(6);
-    p.previous_ids = p.L > 0 ? prev.flat<int32_t>().data() : nullptr;
-    p.pad_id = pad_id_;
-    p.ids = ids->flat<int32_t>().data();
-    p.logprobs = logprobs->flat<float>().data();
-
+    SamplingParams p = SampleParams(ctx, pad_id_, ids, logprobs);
     const Parallel par = tf_parallel(ctx);
     const std::string error = check_sampling_values(p, par);
     OP_REQUIRES(ctx, error.empty(), InvalidArgument(error));

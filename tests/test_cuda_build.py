@@ -1,0 +1,33 @@
+"""The CUDA build switch: with KERASLM_CUDA=AUTO, an install on a machine with
+nvcc builds the CUDA kernels (so a CUDA compile break fails the install), and
+the TF op library registers GPU kernels for the same ops while still loading
+on a machine without a GPU (every CPU test loads it)."""
+
+import shutil
+
+import pytest
+
+from keraslm import _C
+
+
+def test_auto_builds_cuda_when_nvcc_is_present():
+    info = _C.build_info
+    assert info["cuda_option"] in ("AUTO", "ON", "OFF")
+    if info["cuda_option"] == "AUTO" and shutil.which("nvcc"):
+        assert info["cuda"], "nvcc is on PATH but the package was built without the CUDA kernels"
+    assert info["cuda"] == _C.dlpack.cuda_built
+    if info["cuda"]:
+        assert info["cuda_architectures"]
+
+
+def test_tf_ops_register_gpu_kernels_in_a_cuda_build():
+    if not _C.build_info["cuda"]:
+        pytest.skip("built without CUDA")
+    from tensorflow.python.framework import kernels
+
+    from keraslm.ops import _loader
+
+    assert _loader.op_library() is not None
+    for op in ("Keraslm>FlashAttention", "Keraslm>FlashAttentionGrad", "Keraslm>Sample"):
+        devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
+        assert devices == {"CPU", "GPU"}, (op, devices)
