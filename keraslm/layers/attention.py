@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
 
 from keraslm import ops
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def inplace_cache_updates():
+    """Within this scope, attention layers write new keys and values into the
+    cache buffers in place (``InplaceUpdate``) instead of copying the cache.
+
+    Only for callers that own their cache (the decoding loops, which create it
+    with ``init_cache`` and never reuse an older version of it); outside the
+    scope every update returns a new cache and leaves its input untouched.
+    """
+    previous = getattr(_local, "inplace", False)
+    _local.inplace = True
+    try:
+        yield
+    finally:
+        _local.inplace = previous
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
@@ -25,7 +47,8 @@ class CausalSelfAttention(keras.layers.Layer):
 
     Call args:
         x: ``[B, T, C]``.
-        cache: optional ``[B, 2, S, Hkv, D]`` keys and values of earlier positions.
+        cache: optional ``(k, v)`` pair, each ``[B, S, Hkv, D]``: the keys and
+            values of earlier positions.
         index: ``[B]`` int32 position of ``x[:, 0]`` in each row (with ``cache``);
             when ``T > 1`` every row must share the same index.
         key_lengths: optional ``[B]`` int32 number of valid keys per row (right
@@ -73,27 +96,47 @@ class CausalSelfAttention(keras.layers.Layer):
         v = tf.reshape(qkv[..., (H + Hkv) * D:], [B, T, Hkv, D])              # [B, T, Hkv, D]
         if cache is not None:
             cache, k, v, key_lengths = self._update_cache(cache, k, v, index, key_lengths, T)
+            k, v = tf.cast(k, q.dtype), tf.cast(v, q.dtype)
         y = ops.attention(q, k, v, causal=True, key_lengths=key_lengths)    # [B, T, H, D]
         y = self.drop(self.c_proj(tf.reshape(y, [B, T, H * D])), training=training)  # [B, T, C]
         return y if cache is None else (y, cache)
 
     @staticmethod
     def _update_cache(cache, k, v, index, key_lengths, T):
-        """Writes k, v at positions index[b] + t; returns the live slice of the cache."""
-        B = tf.shape(k)[0]
+        """Writes k, v at positions index[b] + t; returns the new cache and the keys/values to attend to.
+
+        A one-token step attends to the whole cache, with ``key_lengths``
+        bounding each row's live keys (the fused op reads only those, so the
+        cost follows the live length and nothing is copied); longer steps
+        (prefill) attend to the live prefix.
+        """
+        k_cache, v_cache = cache                                              # [B, S, Hkv, D] each
+        B, S = tf.shape(k_cache)[0], tf.shape(k_cache)[1]
+        Hkv, D = k.shape[2], k.shape[3]                                        # static (from the projection)
         index = tf.cast(index, tf.int32)
         pos = index[:, None] + tf.range(T)[None, :]                          # [B, T]
-        b = tf.broadcast_to(tf.range(B)[:, None], [B, T])                     # [B, T]
-        kv_idx = tf.stack([tf.stack([b, tf.zeros_like(b), pos], -1),
-                           tf.stack([b, tf.ones_like(b), pos], -1)], 2)       # [B, T, 2, 3]
-        kv = tf.cast(tf.stack([k, v], 2), cache.dtype)                        # [B, T, 2, Hkv, D]
-        cache = tf.tensor_scatter_nd_update(cache, kv_idx, kv)               # [B, 2, S, Hkv, D]
-        live = tf.reduce_max(index) + T
+        k, v = tf.cast(k, k_cache.dtype), tf.cast(v, v_cache.dtype)
+        if getattr(_local, "inplace", False):
+            rows = tf.reshape(tf.range(B)[:, None] * S + pos, [-1])          # [B * T] rows of [B * S, Hkv, D]
+            flat = [B * S, Hkv, D]
+
+            def write(c, new):
+                new = tf.reshape(new, [B * T, Hkv, D])                       # [B * T, Hkv, D]
+                return tf.reshape(tf.raw_ops.InplaceUpdate(x=tf.reshape(c, flat), i=rows, v=new), tf.shape(c))
+        else:
+            idx = tf.stack([tf.broadcast_to(tf.range(B)[:, None], [B, T]), pos], -1)   # [B, T, 2]
+
+            def write(c, new):
+                return tf.tensor_scatter_nd_update(c, idx, new)                # [B, S, Hkv, D]
+        k_cache, v_cache = write(k_cache, k), write(v_cache, v)
         if key_lengths is None:
             key_lengths = index + T
-        k_live = tf.cast(cache[:, 0, :live], k.dtype)                        # [B, live, Hkv, D]
-        v_live = tf.cast(cache[:, 1, :live], v.dtype)                        # [B, live, Hkv, D]
-        return cache, k_live, v_live, key_lengths
+        if k.shape[1] == 1:
+            k_att, v_att = k_cache, v_cache                                   # [B, S, Hkv, D]
+        else:
+            live = tf.reduce_max(index) + T
+            k_att, v_att = k_cache[:, :live], v_cache[:, :live]               # [B, live, Hkv, D]
+        return (k_cache, v_cache), k_att, v_att, key_lengths
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,

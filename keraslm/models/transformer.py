@@ -111,8 +111,13 @@ class TransformerLM(CausalLM):
 
     def init_cache(self, batch_size, max_length=None):
         S = self._max_length if max_length is None else max_length
-        shape = [batch_size, 2, S, self.num_kv_heads, self.head_dim]              # [B, 2, S, Hkv, D]
-        return tuple(tf.zeros(shape, self.compute_dtype) for _ in self.blocks)
+        shape = tf.stack([tf.cast(batch_size, tf.int32), tf.cast(S, tf.int32), self.num_kv_heads, self.head_dim])
+
+        def zeros():  # a fresh buffer per call (never a folded constant): caches may be updated in place
+            z = tf.raw_ops.Empty(shape=shape, dtype=self.compute_dtype, init=True)     # [B, S, Hkv, D]
+            return tf.ensure_shape(z, [None, None, self.num_kv_heads, self.head_dim])
+
+        return tuple((zeros(), zeros()) for _ in self.blocks)
 
     def next(self, ids, cache, index, valid=None):
         if not self.built:
