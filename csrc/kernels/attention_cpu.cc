@@ -175,12 +175,23 @@ void decode_partial(const AttentionParams& p, int64_t b, int64_t h, int64_t i, i
   part[1] = l;
 }
 
-void forward_decode(const AttentionParams& p, const Parallel& par) {
+void forward_decode(const AttentionParams& p, const Parallel& host_par) {
   const int64_t D = p.D, rows = p.B * p.H * p.Tq;
+  // The live keys (a KV cache is usually much longer than its filled part):
+  // splits and threading follow them, not Tk.
+  int64_t live = 0, work = 0;
+  for (int64_t b = 0; b < p.B; ++b) {
+    const int64_t end = key_end(p, b, p.Tq - 1);
+    live = std::max(live, end);
+    work += end;
+  }
+  work *= p.H * p.Tq * D;  // multiply-adds of q.k and p.v, about
+  // Below ~20 us of work, handing units to other threads costs more than it saves.
+  const Parallel& par = work < (1 << 18) ? Parallel::serial() : host_par;
   // Split the keys so that there are a few units per thread, each >= 256 keys.
   const int64_t want = (4 * par.num_threads + rows - 1) / rows;
-  const int64_t nsplit = std::max<int64_t>(1, std::min(want, (p.Tk + 255) / 256));
-  const int64_t chunk = round_up((p.Tk + nsplit - 1) / nsplit, BC);
+  const int64_t nsplit = std::max<int64_t>(1, std::min(want, (live + 255) / 256));
+  const int64_t chunk = std::max<int64_t>(BC, round_up((live + nsplit - 1) / nsplit, BC));
   std::vector<float> parts(rows * nsplit * (D + 2));
   // Unit order (b, h, i, split): consecutive units share K/V rows in cache.
   par(rows * nsplit, chunk * D * 4, [&](int64_t begin, int64_t end) {

@@ -1,10 +1,11 @@
 // Run-time choice of the instruction-set variant of the fast kernels.
-// attention_cpu.cc and sampling_cpu.cc are compiled once per variant, each
+// attention_cpu.cc, sampling_cpu.cc and linear_cpu.cc are compiled once per variant, each
 // into namespace keraslm::<isa>; this file picks one per process.
 #include <cstdlib>
 #include <cstring>
 
 #include "kernels/attention.h"
+#include "kernels/linear.h"
 #include "kernels/sampling.h"
 
 namespace keraslm {
@@ -14,6 +15,7 @@ namespace keraslm {
   void attention_forward(const AttentionParams& p, const Parallel& par);       \
   void attention_backward(const AttentionGradParams& g, const Parallel& par);  \
   void sample(const SamplingParams& p, const Parallel& par);                   \
+  void linear_forward(const LinearParams& p, const Parallel& par);             \
   }
 KERASLM_DECLARE_VARIANT(generic)
 KERASLM_DECLARE_VARIANT(avx2)
@@ -78,6 +80,14 @@ void sample(const SamplingParams& p, const Parallel& par) {
     case Isa::kAvx512: return avx512::sample(p, par);
     case Isa::kAvx2: return avx2::sample(p, par);
     default: return generic::sample(p, par);
+  }
+}
+
+void linear_forward(const LinearParams& p, const Parallel& par) {
+  switch (isa()) {
+    case Isa::kAvx512: return avx512::linear_forward(p, par);
+    case Isa::kAvx2: return avx2::linear_forward(p, par);
+    default: return generic::linear_forward(p, par);
   }
 }
 

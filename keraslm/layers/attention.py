@@ -30,6 +30,15 @@ def inplace_cache_updates():
         _local.inplace = previous
 
 
+def dense(layer, x):
+    """``layer(x)`` for a Keras ``Dense`` layer without activation; one-token
+    steps (``x`` of static shape ``[B, 1, C]``, float32) go through
+    :func:`keraslm.ops.linear`, which streams the weights once per token."""
+    if x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32 and layer.compute_dtype == "float32":
+        return ops.linear(x, layer.kernel, layer.bias if layer.use_bias else None)
+    return layer(x)
+
+
 @keras.saving.register_keras_serializable(package="keraslm")
 class CausalSelfAttention(keras.layers.Layer):
     """GPT-2 style causal self-attention (``c_attn`` -> fused attention -> ``c_proj``).
@@ -90,7 +99,7 @@ class CausalSelfAttention(keras.layers.Layer):
     def call(self, x, cache=None, index=None, key_lengths=None, training=None):
         B, T = tf.shape(x)[0], tf.shape(x)[1]
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = self.c_attn(x)                                                  # [B, T, (H + 2 Hkv) D]
+        qkv = dense(self.c_attn, x)                                           # [B, T, (H + 2 Hkv) D]
         q = tf.reshape(qkv[..., : H * D], [B, T, H, D])                       # [B, T, H, D]
         k = tf.reshape(qkv[..., H * D: (H + Hkv) * D], [B, T, Hkv, D])        # [B, T, Hkv, D]
         v = tf.reshape(qkv[..., (H + Hkv) * D:], [B, T, Hkv, D])              # [B, T, Hkv, D]
@@ -98,7 +107,7 @@ class CausalSelfAttention(keras.layers.Layer):
             cache, k, v, key_lengths = self._update_cache(cache, k, v, index, key_lengths, T)
             k, v = tf.cast(k, q.dtype), tf.cast(v, q.dtype)
         y = ops.attention(q, k, v, causal=True, key_lengths=key_lengths)    # [B, T, H, D]
-        y = self.drop(self.c_proj(tf.reshape(y, [B, T, H * D])), training=training)  # [B, T, C]
+        y = self.drop(dense(self.c_proj, tf.reshape(y, [B, T, H * D])), training=training)  # [B, T, C]
         return y if cache is None else (y, cache)
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from keraslm.layers.attention import CausalSelfAttention
+from keraslm.layers.attention import CausalSelfAttention, dense
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
@@ -63,8 +63,8 @@ class TransformerBlock(keras.layers.Layer):
         if cache is not None:
             a, cache = a
         x = x + a
-        h = keras.activations.gelu(self.c_fc(self.ln_2(x)), approximate=True)
-        x = x + self.drop(self.c_proj(h), training=training)
+        h = keras.activations.gelu(dense(self.c_fc, self.ln_2(x)), approximate=True)
+        x = x + self.drop(dense(self.c_proj, h), training=training)
         return x if cache is None else (x, cache)
 
     def get_config(self):

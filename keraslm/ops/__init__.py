@@ -15,6 +15,7 @@ from keraslm.ops._loader import (
     set_implementation,
 )
 from keraslm.ops.attention import attention, attention_reference
+from keraslm.ops.linear import linear
 from keraslm.ops.sampling import filtered_logprobs, sample, sample_reference
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "filtered_logprobs",
     "implementation",
     "implementation_scope",
+    "linear",
     "load_error",
     "sample",
     "sample_reference",

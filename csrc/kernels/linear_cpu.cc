@@ -1,0 +1,104 @@
+// Fast CPU kernel of linear.h (compiled once per ISA; see dispatch.cc).
+//
+// out[m0:m0+R, n:n+4W] is accumulated in R x 4 vector registers while the
+// loop walks k, loading 4 vectors of w's row k (prefetched a few rows ahead)
+// and broadcasting x[m, k]: w is streamed once per block of R <= 6 rows
+// (narrower panels for more rows measured slower: fewer cache lines in
+// flight per row of w).  Leftover columns use single vectors, then scalars.
+#include <algorithm>
+
+#include "kernels/linear.h"
+#include "kernels/simd.h"
+
+namespace keraslm {
+namespace KERASLM_ISA {
+namespace {
+
+constexpr int64_t kAhead = 8;  // prefetch distance in rows of w
+constexpr int64_t kRows = 6;   // rows of out per pass over w: 6 x 4 accumulators + 4 w vectors
+
+// Columns [n0, n1) of R rows starting at x / out, with panels of V vectors.
+template <int R, int V>
+void rows_block(const LinearParams& p, const float* x, float* out, int64_t n0, int64_t n1) {
+  const int64_t K = p.K, N = p.N;
+  int64_t n = n0;
+  for (; n + V * W <= n1; n += V * W) {
+    vf acc[R][V] = {};
+    const float* wk = p.w + n;
+    for (int64_t k = 0; k < K; ++k, wk += N) {
+      // Rows of w are N floats apart (beyond the hardware prefetcher's reach
+      // for wide layers): fetch the panel a few rows ahead.
+      if (k + kAhead < K)
+        for (int j = 0; j < V * W; j += 16) __builtin_prefetch(wk + kAhead * N + j);
+      vf wv[V];
+#pragma GCC unroll 4
+      for (int j = 0; j < V; ++j) wv[j] = vload(wk + j * W);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const vf xv = vset1(x[r * K + k]);
+#pragma GCC unroll 4
+        for (int j = 0; j < V; ++j) acc[r][j] += xv * wv[j];
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < V; ++j) {
+        vf y = acc[r][j];
+        if (p.bias) y += vload(p.bias + n + j * W);
+        vstore(out + r * N + n + j * W, y);
+      }
+  }
+  for (; n + W <= n1; n += W) {  // single vectors
+    vf acc[R] = {};
+    const float* wk = p.w + n;
+    for (int64_t k = 0; k < K; ++k, wk += N) {
+      const vf wv = vload(wk);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) acc[r] += vset1(x[r * K + k]) * wv;
+    }
+    for (int r = 0; r < R; ++r) vstore(out + r * N + n, p.bias ? acc[r] + vload(p.bias + n) : acc[r]);
+  }
+  for (; n < n1; ++n)  // scalars
+    for (int r = 0; r < R; ++r) {
+      float s = 0.f;
+      for (int64_t k = 0; k < K; ++k) s += x[r * K + k] * p.w[k * N + n];
+      out[r * N + n] = p.bias ? s + p.bias[n] : s;
+    }
+}
+
+// All rows, columns [n0, n1).
+void columns(const LinearParams& p, int64_t n0, int64_t n1) {
+  for (int64_t m0 = 0; m0 < p.M; m0 += kRows) {
+    const float* x = p.x + m0 * p.K;
+    float* out = p.out + m0 * p.N;
+    switch (std::min<int64_t>(kRows, p.M - m0)) {
+      case 1: rows_block<1, 4>(p, x, out, n0, n1); break;
+      case 2: rows_block<2, 4>(p, x, out, n0, n1); break;
+      case 3: rows_block<3, 4>(p, x, out, n0, n1); break;
+      case 4: rows_block<4, 4>(p, x, out, n0, n1); break;
+      case 5: rows_block<5, 4>(p, x, out, n0, n1); break;
+      default: rows_block<6, 4>(p, x, out, n0, n1); break;
+    }
+  }
+}
+
+}  // namespace
+
+void linear_forward(const LinearParams& p, const Parallel& par) {
+  if (p.M == 0 || p.N == 0) return;
+  // Column chunks of whole 4-vector panels, one per thread, once w is read
+  // more than once (more than kRows rows) and is big enough (>= 256 KB).
+  // With one pass over w the kernel runs at memory speed on one core and the
+  // hand-off to another thread costs more than it saves (measured).
+  const int64_t panel = 4 * W;
+  const int64_t panels = (p.N + panel - 1) / panel;
+  const bool threaded = p.M > kRows && p.K * p.N >= (int64_t(1) << 16) && par.num_threads > 1;
+  const int64_t chunks = threaded ? std::min<int64_t>(par.num_threads, panels) : 1;
+  const int64_t per = (panels + chunks - 1) / chunks * panel;
+  const Parallel& run = chunks > 1 ? par : Parallel::serial();
+  run(chunks, p.K * per * ((p.M + kRows - 1) / kRows) * 2, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) columns(p, std::min(p.N, c * per), std::min(p.N, (c + 1) * per));
+  });
+}
+
+}  // namespace KERASLM_ISA
+}  // namespace keraslm

@@ -1,0 +1,69 @@
+"""Small-batch dense layer (the matrix-vector products of a decoding step)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keraslm.ops import _loader
+
+
+def linear(x, kernel, bias=None, name=None):
+    """``x @ kernel + bias`` with a kernel tuned for a few rows of ``x``.
+
+    At decode time a model multiplies a handful of rows by each weight
+    matrix, so the cost is reading the weights once per token. The custom op
+    keeps up to 6 rows of the result in registers while it streams the
+    weights (and splits large matrices across threads); the reference is
+    ``tf.matmul``. Both give the same result to float32 rounding, and the op
+    has a gradient (through ``tf.matmul``).
+
+    Args:
+        x: ``[..., K]`` float32.
+        kernel: ``[K, N]`` float32 (a Keras ``Dense`` kernel).
+        bias: optional ``[N]`` float32.
+        name: optional op name.
+
+    Returns:
+        ``[..., N]`` float32.
+
+    Raises:
+        ValueError: statically known bad ranks, dtypes or sizes.
+
+    Example:
+        >>> import tensorflow as tf, keraslm
+        >>> keraslm.ops.linear(tf.ones([2, 1, 3]), tf.ones([3, 4]), tf.zeros([4])).shape
+        TensorShape([2, 1, 4])
+    """
+    with tf.name_scope(name or "linear"):
+        x, kernel = tf.convert_to_tensor(x), tf.convert_to_tensor(kernel)
+        bias = None if bias is None else tf.convert_to_tensor(bias)
+        for t, n in ((x, "x"), (kernel, "kernel"), (bias, "bias")):
+            if t is not None and t.dtype != tf.float32:
+                raise ValueError(f"{n} must be float32, got {t.dtype.name}")
+        if kernel.shape.rank is not None and kernel.shape.rank != 2:
+            raise ValueError(f"kernel must have rank 2 [K, N], got shape {kernel.shape}")
+        if x.shape.rank == 0:
+            raise ValueError("x must have rank >= 1 [..., K], got a scalar")
+        K, N = kernel.shape[0], kernel.shape[1]
+        if x.shape[-1] is not None and K is not None and x.shape[-1] != K:
+            raise ValueError(f"x has {x.shape[-1]} features but kernel has {K} rows")
+        if not _loader.use_custom("linear"):
+            y = tf.tensordot(x, kernel, 1) if x.shape.rank != 2 else tf.matmul(x, kernel)
+            return y if bias is None else y + bias
+        lead = tf.shape(x)[:-1]
+        x2 = tf.reshape(x, [-1, tf.shape(x)[-1]])                              # [M, K]
+        out = _loader.op_library().keraslm_linear(
+            x2, kernel, bias if bias is not None else tf.zeros([0], tf.float32), use_bias=bias is not None)
+        out = tf.reshape(out, tf.concat([lead, tf.shape(kernel)[1:]], 0))     # [..., N]
+        if x.shape.rank is not None and N is not None:
+            out = tf.ensure_shape(out, x.shape[:-1].concatenate([N]))
+        return out
+
+
+@tf.RegisterGradient("Keraslm>Linear")
+def _linear_grad(op, dy):
+    x, w, _ = op.inputs
+    dx = tf.matmul(dy, w, transpose_b=True)
+    dw = tf.matmul(x, dy, transpose_a=True)
+    db = tf.reduce_sum(dy, 0) if op.get_attr("use_bias") else None
+    return dx, dw, db
