@@ -123,6 +123,26 @@ struct AttentionCall {
   }
 };
 
+#ifdef KERASLM_WITH_CUDA
+// Runs launch(workspace, device key lengths or nullptr, stream) on the call's
+// device and stream, without the GIL, with device scratch laid out as
+// [key_lengths (int32 [B]) | workspace bytes], freed in stream order.
+template <class Launch>
+void with_cuda_scratch(const AttentionCall& c, bool has_lengths, size_t workspace, Launch launch) {
+  void* s = reinterpret_cast<void*>(c.stream);
+  const size_t head = has_lengths ? cuda::align256(4 * c.B) : 0;
+  py::gil_scoped_release release;
+  cuda_check(cuda::set_device(c.device.device_id), "set_device");
+  Scratch scratch(head + workspace, s);
+  const int32_t* lens = nullptr;
+  if (has_lengths) {
+    cuda_check(cuda::copy_to_device(scratch.base, c.lens.data(), 4 * c.B, s), "copy");
+    lens = reinterpret_cast<const int32_t*>(scratch.base);
+  }
+  launch(scratch.base + head, lens, s);
+}
+#endif
+
 py::tuple forward(const py::handle& qo, const py::handle& ko, const py::handle& vo, bool causal,
                   const py::object& key_lengths, const py::object& scale, const py::object& stream_obj) {
   AttentionCall c(qo, ko, vo, key_lengths, scale, stream_obj);
@@ -152,18 +172,11 @@ py::tuple forward(const py::handle& qo, const py::handle& ko, const py::handle& 
   p.q = c.q.data(); p.k = c.k.data(); p.v = c.v.data();
   p.out = out.data();
   p.lse = static_cast<float*>(lse.data());
-  void* s = reinterpret_cast<void*>(c.stream);
-  const size_t head = key_lengths.is_none() ? 0 : cuda::align256(4 * c.B);
-  {
-    py::gil_scoped_release release;
-    cuda_check(cuda::set_device(c.device.device_id), "set_device");
-    Scratch scratch(head + cuda::attention_forward_workspace(p), s);
-    if (head) {
-      cuda_check(cuda::copy_to_device(scratch.base, c.lens.data(), 4 * c.B, s), "copy");
-      p.key_lengths = reinterpret_cast<const int32_t*>(scratch.base);
-    }
-    cuda_check(cuda::attention_forward(p, scratch.base + head, s), "attention forward");
-  }
+  with_cuda_scratch(c, !key_lengths.is_none(), cuda::attention_forward_workspace(p),
+                    [&](char* workspace, const int32_t* lens, void* s) {
+                      p.key_lengths = lens;
+                      cuda_check(cuda::attention_forward(p, workspace, s), "attention forward");
+                    });
 #endif
   return py::make_tuple(out, lse);
 }
@@ -239,18 +252,11 @@ py::tuple backward(const py::handle& qo, const py::handle& ko, const py::handle&
   g.dq = dq.data();  g.dq_stride = qs;
   g.dk = dk.data();  g.dk_stride = ks;
   g.dv = dv.data();  g.dv_stride = ks;
-  void* s = reinterpret_cast<void*>(c.stream);
-  const size_t head = key_lengths.is_none() ? 0 : cuda::align256(4 * c.B);
-  {
-    py::gil_scoped_release release;
-    cuda_check(cuda::set_device(c.device.device_id), "set_device");
-    Scratch scratch(head + cuda::attention_backward_workspace(g), s);
-    if (head) {
-      cuda_check(cuda::copy_to_device(scratch.base, c.lens.data(), 4 * c.B, s), "copy");
-      g.fwd.key_lengths = reinterpret_cast<const int32_t*>(scratch.base);
-    }
-    cuda_check(cuda::attention_backward(g, scratch.base + head, s), "attention backward");
-  }
+  with_cuda_scratch(c, !key_lengths.is_none(), cuda::attention_backward_workspace(g),
+                    [&](char* workspace, const int32_t* lens, void* s) {
+                      g.fwd.key_lengths = lens;
+                      cuda_check(cuda::attention_backward(g, workspace, s), "attention backward");
+                    });
 #endif
   return py::make_tuple(dq, dk, dv);
 }

@@ -39,6 +39,17 @@ inline Status ValidateSampleShapes(OpKernelContext* ctx) {
   return Status();
 }
 
+// Validates the shapes and allocates the outputs ids [B] and logprobs [B];
+// *run says whether there is anything to sample (B > 0).
+inline Status PrepareSample(OpKernelContext* ctx, Tensor** ids, Tensor** logprobs, bool* run) {
+  TF_RETURN_IF_ERROR(ValidateSampleShapes(ctx));
+  const int64_t B = ctx->input(0).dim_size(0);
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, TensorShape({B}), ids));
+  TF_RETURN_IF_ERROR(ctx->allocate_output(1, TensorShape({B}), logprobs));
+  *run = B > 0;
+  return Status();
+}
+
 // Params pointing at the op's inputs and outputs (wherever they live).
 inline SamplingParams SampleParams(OpKernelContext* ctx, int32_t pad_id, Tensor* ids, Tensor* logprobs) {
   const Tensor& logits = ctx->input(0);

@@ -35,12 +35,10 @@ class SampleOp : public OpKernel {
   }
 
   void Compute(OpKernelContext* ctx) override {
-    OP_REQUIRES_OK(ctx, ValidateSampleShapes(ctx));
-    const int64_t B = ctx->input(0).dim_size(0);
     Tensor *ids = nullptr, *logprobs = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({B}), &ids));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({B}), &logprobs));
-    if (B == 0) return;
+    bool run = false;
+    OP_REQUIRES_OK(ctx, PrepareSample(ctx, &ids, &logprobs, &run));
+    if (!run) return;
     SamplingParams p = SampleParams(ctx, pad_id_, ids, logprobs);
     const Parallel par = tf_parallel(ctx);
     const std::string error = check_sampling_values(p, par);
