@@ -132,6 +132,24 @@ inline float dot(const float* a, const float* b, int64_t D) {
   return s;
 }
 
+// The scores of four keys at once: independent accumulators hide the FMA
+// latency (each sum is formed exactly as dot() forms it).
+inline void dot4(const float* a, const float* b0, const float* b1, const float* b2, const float* b3, int64_t D,
+                 float* out) {
+  vf s0{}, s1{}, s2{}, s3{};
+  int64_t d = 0;
+  for (; d + W <= D; d += W) {
+    const vf av = vload(a + d);
+    s0 += av * vload(b0 + d);
+    s1 += av * vload(b1 + d);
+    s2 += av * vload(b2 + d);
+    s3 += av * vload(b3 + d);
+  }
+  float r0 = hsum(s0), r1 = hsum(s1), r2 = hsum(s2), r3 = hsum(s3);
+  for (; d < D; ++d) r0 += a[d] * b0[d], r1 += a[d] * b1[d], r2 += a[d] * b2[d], r3 += a[d] * b3[d];
+  out[0] = r0, out[1] = r1, out[2] = r2, out[3] = r3;
+}
+
 inline void axpy(float a, const float* x, float* y, int64_t D) {
   const vf av = vset1(a);
   int64_t d = 0;
@@ -151,11 +169,12 @@ void decode_partial(const AttentionParams& p, int64_t b, int64_t h, int64_t i, i
   std::fill(o, o + D, 0.f);
   for (int64_t j0 = k0; j0 < k1; j0 += BC) {
     const int64_t nc = std::min<int64_t>(BC, k1 - j0);
+    auto key = [&](int64_t c) { return row(p.k, p.k_stride, b, j0 + c, hk); };
+    int64_t c = 0;
+    for (; c + 4 <= nc; c += 4) dot4(qs, key(c), key(c + 1), key(c + 2), key(c + 3), D, sc + c);
+    for (; c < nc; ++c) sc[c] = dot(qs, key(c), D);
     float cmax = -kInf;
-    for (int64_t c = 0; c < nc; ++c) {
-      sc[c] = dot(qs, row(p.k, p.k_stride, b, j0 + c, hk), D);
-      cmax = std::max(cmax, sc[c]);
-    }
+    for (c = 0; c < nc; ++c) cmax = std::max(cmax, sc[c]);
     for (int64_t c = nc; c < BC; ++c) sc[c] = -kInf;
     const float m_new = std::max(m, cmax);
     const float alpha = m == -kInf ? 0.f : std::exp2(m - m_new);
@@ -166,9 +185,20 @@ void decode_partial(const AttentionParams& p, int64_t b, int64_t h, int64_t i, i
       sum += e;
     }
     l = l * alpha + hsum(sum);
-    if (alpha != 1.f)
-      for (int64_t d = 0; d < D; ++d) o[d] *= alpha;
-    for (int64_t c = 0; c < nc; ++c) axpy(sc[c], row(p.v, p.v_stride, b, j0 + c, hk), o, D);
+    // o = alpha o + sum_c e_c v_c, one W-wide column block at a time so that
+    // the block stays in a register across the keys.
+    auto value = [&](int64_t c) { return row(p.v, p.v_stride, b, j0 + c, hk); };
+    int64_t d = 0;
+    for (; d + W <= D; d += W) {
+      vf acc = vload(o + d) * alpha;
+      for (c = 0; c < nc; ++c) acc += vset1(sc[c]) * vload(value(c) + d);
+      vstore(o + d, acc);
+    }
+    for (; d < D; ++d) {
+      float acc = o[d] * alpha;
+      for (c = 0; c < nc; ++c) acc += sc[c] * value(c)[d];
+      o[d] = acc;
+    }
     m = m_new;
   }
   part[0] = m;
