@@ -92,15 +92,17 @@ def test_lower_isa_variants(isa):
     assert r.stdout.split()[-2:] == [isa, "ok"]
 
 
-def test_decode_step_uses_the_op_and_matches_the_full_pass(rng):
-    model = keraslm.models.TransformerLM(vocab_size=31, max_length=16, num_layers=2, num_heads=2, width=16)
-    ids = tf.constant(rng.integers(0, 31, (3, 9)), tf.int32)
-    full = model(ids)
-    step = tf.function(lambda i, c, idx: model.next(i, c, idx))
-    cache = model.init_cache(3, 16)
-    _, cache = model.next(ids[:, :8], cache, tf.zeros([3], tf.int32))
-    logits, _ = step(ids[:, 8:], cache, tf.fill([3], 8))
-    np.testing.assert_allclose(logits[:, 0], full[:, 8], rtol=1e-4, atol=1e-4)
-    graph = step.get_concrete_function(ids[:, 8:], cache, tf.fill([3], 8)).graph
+def test_attention_layer_one_token_steps_use_the_op_and_match_the_full_pass(rng):
+    # TransformerLM's blocks run one-token steps as one fused op (tests/test_decoder_step.py); the
+    # attention layer on its own runs its projections through the linear op.
+    layer = keraslm.layers.CausalSelfAttention(num_heads=2, num_kv_heads=1)
+    x = tf.constant(rng.standard_normal((3, 9, 16)), tf.float32)
+    full = layer(x)
+    cache = (tf.zeros([3, 16, 1, 8]), tf.zeros([3, 16, 1, 8]))
+    _, cache = layer(x[:, :8], cache=cache, index=tf.zeros([3], tf.int32))
+    step = tf.function(lambda x, c, idx: layer(x, cache=c, index=idx))
+    y, _ = step(x[:, 8:], cache, tf.fill([3], 8))
+    np.testing.assert_allclose(y[:, 0], full[:, 8], rtol=1e-4, atol=1e-4)
+    graph = step.get_concrete_function(x[:, 8:], cache, tf.fill([3], 8)).graph
     ops_used = {op.type for op in graph.get_operations()}
     assert "Keraslm>Linear" in ops_used

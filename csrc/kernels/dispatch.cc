@@ -16,6 +16,7 @@ namespace keraslm {
   void attention_backward(const AttentionGradParams& g, const Parallel& par);  \
   void sample(const SamplingParams& p, const Parallel& par);                   \
   void linear_forward(const LinearParams& p, const Parallel& par);             \
+  void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1);  \
   }
 KERASLM_DECLARE_VARIANT(generic)
 KERASLM_DECLARE_VARIANT(avx2)
@@ -88,6 +89,14 @@ void linear_forward(const LinearParams& p, const Parallel& par) {
     case Isa::kAvx512: return avx512::linear_forward(p, par);
     case Isa::kAvx2: return avx2::linear_forward(p, par);
     default: return generic::linear_forward(p, par);
+  }
+}
+
+void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1) {
+  switch (isa()) {
+    case Isa::kAvx512: return avx512::linear_forward_columns(p, n0, n1);
+    case Isa::kAvx2: return avx2::linear_forward_columns(p, n0, n1);
+    default: return generic::linear_forward_columns(p, n0, n1);
   }
 }
 

@@ -28,4 +28,9 @@ struct LinearParams {
 // Fast CPU kernel (linear_cpu.cc, ISA-dispatched).
 void linear_forward(const LinearParams& p, const Parallel& par);
 
+// Columns [n0, n1) of out only, on the calling thread (the same arithmetic
+// per column as linear_forward): for callers that split the columns among
+// their own workers.
+void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1);
+
 }  // namespace keraslm

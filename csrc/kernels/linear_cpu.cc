@@ -100,5 +100,9 @@ void linear_forward(const LinearParams& p, const Parallel& par) {
   });
 }
 
+void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1) {
+  if (p.M > 0 && n0 < n1) columns(p, n0, n1);
+}
+
 }  // namespace KERASLM_ISA
 }  // namespace keraslm

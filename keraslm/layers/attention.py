@@ -30,6 +30,11 @@ def inplace_cache_updates():
         _local.inplace = previous
 
 
+def cache_updates_in_place():
+    """True inside :func:`inplace_cache_updates`."""
+    return getattr(_local, "inplace", False)
+
+
 def dense(layer, x):
     """``layer(x)`` for a Keras ``Dense`` layer without activation; one-token
     steps (``x`` of static shape ``[B, 1, C]``, float32) go through
@@ -125,7 +130,7 @@ class CausalSelfAttention(keras.layers.Layer):
         index = tf.cast(index, tf.int32)
         pos = index[:, None] + tf.range(T)[None, :]                          # [B, T]
         k, v = tf.cast(k, k_cache.dtype), tf.cast(v, v_cache.dtype)
-        if getattr(_local, "inplace", False):
+        if cache_updates_in_place():
             rows = tf.reshape(tf.range(B)[:, None] * S + pos, [-1])          # [B * T] rows of [B * S, Hkv, D]
             flat = [B * S, Hkv, D]
 

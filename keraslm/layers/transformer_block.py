@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
+from keraslm import ops
+from keraslm.layers import attention as attention_module
 from keraslm.layers.attention import CausalSelfAttention, dense
+from keraslm.ops import _loader
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
@@ -59,6 +63,8 @@ class TransformerBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, cache=None, index=None, key_lengths=None, training=None):
+        if cache is not None and not training and self._fusable(x):
+            return self._fused_step(x, cache, index, key_lengths)
         a = self.attn(self.ln_1(x), cache=cache, index=index, key_lengths=key_lengths, training=training)
         if cache is not None:
             a, cache = a
@@ -66,6 +72,28 @@ class TransformerBlock(keras.layers.Layer):
         h = keras.activations.gelu(dense(self.c_fc, self.ln_2(x)), approximate=True)
         x = x + self.drop(dense(self.c_proj, h), training=training)
         return x if cache is None else (x, cache)
+
+    def _fusable(self, x):
+        """One-token float32 steps run as one fused op when the custom ops are in use."""
+        return (x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32
+                and self.compute_dtype == "float32" and _loader.use_custom("decoder_block_step"))
+
+    def _fused_step(self, x, cache, index, key_lengths):
+        index = tf.cast(index, tf.int32)
+        if key_lengths is None:
+            key_lengths = index + 1
+        bias = (lambda t: t) if self.use_bias else (lambda t: None)
+        attn = self.attn
+        y, k_cache, v_cache = ops.decoder_block_step(
+            x[:, 0], cache[0], cache[1], index, key_lengths, num_heads=attn.num_heads,
+            ln_1=(self.ln_1.gamma, bias(self.ln_1.beta)),
+            c_attn=(attn.c_attn.kernel, bias(attn.c_attn.bias)),
+            c_proj=(attn.c_proj.kernel, bias(attn.c_proj.bias)),
+            ln_2=(self.ln_2.gamma, bias(self.ln_2.beta)),
+            mlp_c_fc=(self.c_fc.kernel, bias(self.c_fc.bias)),
+            mlp_c_proj=(self.c_proj.kernel, bias(self.c_proj.bias)),
+            epsilon=self.layer_norm_epsilon, in_place=attention_module.cache_updates_in_place())
+        return y[:, None], (k_cache, v_cache)
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,

@@ -15,6 +15,7 @@ from keraslm.ops._loader import (
     set_implementation,
 )
 from keraslm.ops.attention import attention, attention_reference
+from keraslm.ops.decoder import decoder_block_step
 from keraslm.ops.linear import linear
 from keraslm.ops.sampling import filtered_logprobs, sample, sample_reference
 
@@ -22,6 +23,7 @@ __all__ = [
     "attention",
     "attention_reference",
     "custom_ops_available",
+    "decoder_block_step",
     "filtered_logprobs",
     "implementation",
     "implementation_scope",
