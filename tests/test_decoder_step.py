@@ -12,9 +12,10 @@ from np_reference import attention as np_attention
 
 IMPLS = ["custom", "reference"]
 # (B, S, H, Hkv, D, F): batches inside and across the linear kernel's 6-row blocks, widths and MLP
-# sizes that are not multiples of the 64-column chunks, grouped and multi-query heads, S = 1.
+# sizes that are not multiples of the 64-column chunks, grouped and multi-query heads, S = 1, and
+# caches long enough for the attention to be split into 512-key parts and merged.
 SHAPES = [(1, 5, 2, 2, 8, 32), (3, 37, 6, 2, 16, 100), (7, 130, 4, 1, 24, 70), (2, 1, 1, 1, 3, 5),
-          (1, 300, 6, 6, 64, 1536)]
+          (1, 300, 6, 6, 64, 1536), (4, 1100, 4, 2, 16, 40), (1, 2000, 2, 1, 8, 16)]
 
 
 def make_inputs(rng, B, S, H, Hkv, D, F, use_bias):
@@ -27,6 +28,7 @@ def make_inputs(rng, B, S, H, Hkv, D, F, use_bias):
          "mlp_c_fc": (f(C, F) / np.sqrt(C), f(F) if use_bias else None),
          "mlp_c_proj": (f(F, C) / np.sqrt(F), f(C) if use_bias else None)}
     index = rng.integers(0, S, B).astype(np.int32)
+    index[-1] = S - 1                                 # one row sees the whole cache
     lengths = (index + 1).astype(np.int32)
     if B > 1:
         lengths[0] = rng.integers(0, index[0] + 1)   # a row that sees fewer keys (0 possible)

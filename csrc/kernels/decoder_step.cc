@@ -26,6 +26,8 @@ namespace keraslm {
 namespace {
 
 constexpr int64_t kColumnChunk = 64;  // columns per chunk of a product (whole vector panels)
+constexpr int64_t kKeySplit = 512;    // live keys per attention chunk (long caches are split and combined)
+constexpr int64_t kMaxSplits = 64;
 
 // out[b] = (x[b] - mean) / sqrt(var + eps) * gamma (+ beta) for B rows of C.
 void layer_norm(const float* x, const float* gamma, const float* beta, float eps, int64_t B, int64_t C,
@@ -66,7 +68,7 @@ struct alignas(64) Counter {
   char pad[64 - sizeof(std::atomic<int64_t>)];
 };
 
-constexpr int kPhases = 8;
+constexpr int kPhases = 9;
 
 class Step {
  public:
@@ -79,8 +81,15 @@ class Step {
     x1_ = att_ + p.B * C_;   // [B, C]
     lse_ = x1_ + p.B * C_;   // [B, H]
     f_ = lse_ + p.B * p.H;   // [B, F]
-    const int64_t chunks[kPhases] = {1, column_chunks(Q_), 1, p.B * p.Hkv, column_chunks(C_), 1,
-                                     column_chunks(p.F), column_chunks(C_)};
+    int64_t live = 0;
+    for (int64_t b = 0; b < p.B; ++b) live = std::max<int64_t>(live, p.key_lengths[b]);
+    splits_ = std::min(kMaxSplits, std::max<int64_t>(1, (live + kKeySplit - 1) / kKeySplit));
+    span_ = (live + splits_ - 1) / splits_;
+    part_out_ = f_ + p.B * p.F;                      // [B, splits, H, D] when split
+    part_lse_ = part_out_ + p.B * splits_ * C_;     // [B, splits, H]
+    const int64_t chunks[kPhases] = {1, column_chunks(Q_), 1, p.B * (splits_ == 1 ? p.Hkv : splits_),
+                                     splits_ > 1 ? p.B : 0,
+                                     column_chunks(C_), 1, column_chunks(p.F), column_chunks(C_)};
     std::copy(chunks, chunks + kPhases, chunks_);
   }
 
@@ -133,35 +142,75 @@ class Step {
         }
         break;
       }
-      case 3: {  // row b, kv head g with its G query heads
-        const int64_t b = c / p.Hkv, g = c % p.Hkv, G = p.H / p.Hkv, D = p.D;
+      case 3: {  // keys [j0, j1) of row b for kv heads [g0, g1) and their query heads
+        // Long caches are split by keys with every head in a chunk (contiguous reads); short ones by
+        // kv head, so both threads still share the work.
+        const int64_t groups = splits_ == 1 ? p.Hkv : 1;
+        const int64_t b = c / (groups * splits_), g = c / splits_ % groups, split = c % splits_;
+        const int64_t g0 = g * p.Hkv / groups, g1 = (g + 1) * p.Hkv / groups;
+        const int64_t G = p.H / p.Hkv, D = p.D;
+        const int64_t j0 = split * span_, j1 = std::min<int64_t>(p.S, j0 + span_);
+        const int32_t len = static_cast<int32_t>(std::clamp<int64_t>(p.key_lengths[b] - j0, 0, j1 - j0));
         AttentionParams ap;
-        ap.B = 1; ap.Tq = 1; ap.Tk = p.S; ap.H = G; ap.Hkv = 1; ap.D = D;
+        ap.B = 1; ap.Tq = 1; ap.Tk = j1 - j0; ap.H = (g1 - g0) * G; ap.Hkv = g1 - g0; ap.D = D;
         ap.causal = false;  // one query at the end of the cache sees every key below key_lengths
         ap.scale = 1.0f / std::sqrt(static_cast<float>(D));
-        ap.key_lengths = p.key_lengths + b;
-        ap.q = qkv_ + b * Q + g * G * D;                              ap.q_stride = {Q, Q, D};
-        ap.k = p.k_cache + b * p.S * p.Hkv * D + g * D;               ap.k_stride = dense_strides(p.S, p.Hkv, D);
-        ap.v = p.v_cache + b * p.S * p.Hkv * D + g * D;               ap.v_stride = dense_strides(p.S, p.Hkv, D);
-        ap.out = att_ + b * C + g * G * D;                            ap.out_stride = {C, C, D};
-        ap.lse = lse_ + b * p.H + g * G;
-        attention_forward(ap, Parallel::serial());
+        ap.key_lengths = &len;
+        const int64_t at = (b * p.S + j0) * p.Hkv * D + g0 * D;
+        ap.q = qkv_ + b * Q + g0 * G * D;  ap.q_stride = {Q, Q, D};
+        ap.k = p.k_cache + at;            ap.k_stride = dense_strides(p.S, p.Hkv, D);
+        ap.v = p.v_cache + at;            ap.v_stride = dense_strides(p.S, p.Hkv, D);
+        if (splits_ == 1) {
+          ap.out = att_ + b * C + g0 * G * D;
+          ap.lse = lse_ + b * p.H + g0 * G;
+        } else {
+          ap.out = part_out_ + (b * splits_ + split) * C + g0 * G * D;
+          ap.lse = part_lse_ + (b * splits_ + split) * p.H + g0 * G;
+        }
+        ap.out_stride = {C, C, D};
+        if (ap.Tk > 0) attention_forward(ap, Parallel::serial());
+        else {
+          for (int64_t h = 0; h < ap.H; ++h) {
+            std::fill(ap.out + h * D, ap.out + (h + 1) * D, 0.f);
+            ap.lse[h] = -INFINITY;
+          }
+        }
         break;
       }
-      case 4:  // x1 = x + attention @ w_o (+ b_o)
+      case 4: {  // row c: merge the key splits' softmaxes (weights exp(lse_i - lse))
+        const int64_t b = c, D = p.D;
+        for (int64_t h = 0; h < p.H; ++h) {
+          float m = -INFINITY;
+          for (int64_t i = 0; i < splits_; ++i) m = std::max(m, part_lse_[(b * splits_ + i) * p.H + h]);
+          float* out = att_ + b * C + h * D;
+          std::fill(out, out + D, 0.f);
+          if (m == -INFINITY) continue;  // no visible key: zeros, like the kernel
+          float total = 0.f;
+          for (int64_t i = 0; i < splits_; ++i) {
+            const float w = std::exp(part_lse_[(b * splits_ + i) * p.H + h] - m);
+            if (w == 0.f) continue;
+            total += w;
+            const float* part = part_out_ + (b * splits_ + i) * C + h * D;
+            for (int64_t d = 0; d < D; ++d) out[d] += w * part[d];
+          }
+          for (int64_t d = 0; d < D; ++d) out[d] /= total;
+        }
+        break;
+      }
+      case 5:  // x1 = x + attention @ w_o (+ b_o)
         product(att_, p.w_o, p.b_o, C, C, x1_, c, &n0, &n1);
         for (int64_t b = 0; b < B; ++b)
           for (int64_t n = n0; n < n1; ++n) x1_[b * C + n] += p.x[b * C + n];
         break;
-      case 5:
+      case 6:
         layer_norm(x1_, p.ln2_gamma, p.ln2_beta, p.eps, B, C, h_);
         break;
-      case 6:
+      case 7:
         product(h_, p.w_fc, p.b_fc, C, F, f_, c, &n0, &n1);
         for (int64_t b = 0; b < B; ++b)
           for (int64_t n = n0; n < n1; ++n) f_[b * F + n] = gelu_tanh(f_[b * F + n]);
         break;
-      case 7:  // y = x1 + gelu(...) @ w_proj (+ b_proj)
+      case 8:  // y = x1 + gelu(...) @ w_proj (+ b_proj)
         product(f_, p.w_proj, p.b_proj, F, C, p.y, c, &n0, &n1);
         for (int64_t b = 0; b < B; ++b)
           for (int64_t n = n0; n < n1; ++n) p.y[b * C + n] += x1_[b * C + n];
@@ -170,8 +219,8 @@ class Step {
   }
 
   const DecoderStepParams& p_;
-  int64_t C_ = 0, Q_ = 0;
-  float *h_, *qkv_, *att_, *x1_, *lse_, *f_;
+  int64_t C_ = 0, Q_ = 0, splits_ = 1, span_ = 0;
+  float *h_, *qkv_, *att_, *x1_, *lse_, *f_, *part_out_, *part_lse_;
   int64_t chunks_[kPhases];
   Counter claimed_[kPhases], finished_[kPhases];
 };
@@ -180,7 +229,8 @@ class Step {
 
 int64_t decoder_step_scratch_floats(const DecoderStepParams& p) {
   const int64_t C = p.H * p.D, Q = (p.H + 2 * p.Hkv) * p.D;
-  return p.B * (3 * C + Q + p.H + p.F);
+  const int64_t splits = std::min(kMaxSplits, std::max<int64_t>(1, (p.S + kKeySplit - 1) / kKeySplit));
+  return p.B * (3 * C + Q + p.H + p.F + splits * (C + p.H));
 }
 
 void decoder_step_forward(const DecoderStepParams& p, const Parallel& par) {

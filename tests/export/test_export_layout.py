@@ -142,3 +142,21 @@ def test_docstring_example_runs():
     for t in tests:
         runner.run(t)
     assert runner.summarize(verbose=False).failed == 0
+
+
+def test_custom_ops_export_runs_with_the_op_library_loaded(tmp_path, make_model):
+    """``custom_ops=True`` keeps the fused ops (decode block, sampler) and gives model.generate's texts."""
+    if not keraslm.ops.custom_ops_available():
+        pytest.skip(f"custom ops unavailable: {keraslm.ops.load_error()}")
+    import tensorflow as tf
+
+    model = make_model("transformer")
+    path = export(model, str(tmp_path / "base"), custom_ops=True)
+    assert {"Keraslm>DecoderBlockStep", "Keraslm>Sample"} <= export_module.graph_op_types(path)[0]
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    prompts = ["hello", "the quick", ""]
+    per_row = lambda value, dtype: tf.fill([len(prompts)], tf.constant(value, dtype))  # noqa: E731
+    out = fn(prompts=tf.constant(prompts), max_new_tokens=per_row(12, tf.int32), temperature=per_row(0.8, tf.float32),
+             top_k=per_row(5, tf.int32), top_p=per_row(0.95, tf.float32), seed=per_row(7, tf.int64))
+    texts = [t.decode() for t in out["texts"].numpy()]
+    assert texts == model.generate(prompts, max_new_tokens=12, temperature=0.8, top_k=5, top_p=0.95, seed=7)
