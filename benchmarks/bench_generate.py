@@ -24,6 +24,7 @@ import tensorflow as tf  # noqa: E402
 
 import keraslm  # noqa: E402
 from _common import header, median_time  # noqa: E402
+from _torch_gpt import make_gpt  # noqa: E402
 from keraslm.models import TransformerLM  # noqa: E402
 
 V, LAYERS, HEADS, WIDTH, PROMPT, NEW, TOPK = 65, 6, 6, 384, 16, 240, 50
@@ -57,43 +58,13 @@ def keras_hub_baseline(batch, repeats):
 
 
 def torch_no_cache_baseline(batch, repeats):
-    try:
-        import torch
-        import torch.nn as nn
-        import torch.nn.functional as F
-    except ImportError:
+    model = make_gpt(V, LAYERS, HEADS, WIDTH, 256)
+    if model is None:
         return None
-    torch.set_num_threads(os.cpu_count())
+    import torch
+    import torch.nn.functional as F
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1, self.ln_2 = nn.LayerNorm(WIDTH, bias=False), nn.LayerNorm(WIDTH, bias=False)
-            self.c_attn, self.c_proj = nn.Linear(WIDTH, 3 * WIDTH, bias=False), nn.Linear(WIDTH, WIDTH, bias=False)
-            self.fc, self.proj = nn.Linear(WIDTH, 4 * WIDTH, bias=False), nn.Linear(4 * WIDTH, WIDTH, bias=False)
-
-        def forward(self, x):
-            B, T, C = x.shape
-            q, k, v = self.c_attn(self.ln_1(x)).split(C, 2)
-            q, k, v = (t.view(B, T, HEADS, C // HEADS).transpose(1, 2) for t in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
-            x = x + self.c_proj(y)
-            return x + self.proj(F.gelu(self.fc(self.ln_2(x))))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(V, WIDTH), nn.Embedding(256, WIDTH)
-            self.blocks = nn.ModuleList(Block() for _ in range(LAYERS))
-            self.ln_f = nn.LayerNorm(WIDTH, bias=False)
-
-        def forward(self, idx):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for b in self.blocks:
-                x = b(x)
-            return self.ln_f(x) @ self.wte.weight.T
-
-    model = GPT().eval()
+    model = model.eval()
     idx0 = torch.randint(0, V, (batch, PROMPT))
 
     @torch.no_grad()

@@ -228,3 +228,35 @@ def test_generate_uses_the_shipped_default_model():
     from keraslm.saved import default_model_path
     model = keraslm.load_model(default_model_path())
     assert model.max_length == 256 and model.tokenizer.vocab_size == model.vocab_size
+
+
+def test_steps_per_execution_auto_follows_xla():
+    from keraslm.models import from_preset
+    from keraslm.training import TrainConfig, compile_model
+
+    rnn = compile_model(from_preset("char-gru", vocab_size=7, hidden_units=8, embedding_dim=4),
+                        TrainConfig.from_preset("char-gru"))
+    assert (rnn.jit_compile, rnn.steps_per_execution) == (False, 1)
+    gpt = compile_model(from_preset("gpt-nano", vocab_size=7), TrainConfig.from_preset("gpt-nano", jit_compile="on"))
+    assert (gpt.jit_compile, gpt.steps_per_execution) == (True, 10)
+    gpt = compile_model(from_preset("gpt-nano", vocab_size=7),
+                        TrainConfig.from_preset("gpt-nano", jit_compile="off", steps_per_execution=4))
+    assert (gpt.jit_compile, gpt.steps_per_execution) == (False, 4)
+    with pytest.raises(ValueError, match="steps_per_execution must be >= 0"):
+        compile_model(from_preset("gpt-nano", vocab_size=7), TrainConfig.from_preset("gpt-nano", steps_per_execution=-1))
+
+
+def test_metrics_match_the_cross_entropy_with_label_shapes():
+    rng = np.random.default_rng(3)
+    logits = rng.standard_normal((2, 5, 11)).astype(np.float32) * 3
+    labels = rng.integers(0, 11, (2, 5))
+    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits).numpy().astype(np.float64)
+    for y in (labels, labels[..., None]):                      # [B, T] and [B, T, 1] labels
+        m = Perplexity()
+        m.update_state(y, logits)
+        assert math.isclose(float(m.result()), math.exp(nll.mean()), rel_tol=1e-5)
+    m = Perplexity()
+    update = tf.function(m.update_state, input_signature=[tf.TensorSpec(None, tf.int64),
+                                                          tf.TensorSpec([None, None, 11])])
+    update(labels, logits)                                    # labels of unknown rank
+    assert math.isclose(float(m.result()), math.exp(nll.mean()), rel_tol=1e-5)
