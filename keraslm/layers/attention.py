@@ -105,9 +105,12 @@ class CausalSelfAttention(keras.layers.Layer):
         B, T = tf.shape(x)[0], tf.shape(x)[1]
         H, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
         qkv = dense(self.c_attn, x)                                           # [B, T, (H + 2 Hkv) D]
-        q = tf.reshape(qkv[..., : H * D], [B, T, H, D])                       # [B, T, H, D]
-        k = tf.reshape(qkv[..., H * D: (H + Hkv) * D], [B, T, Hkv, D])        # [B, T, Hkv, D]
-        v = tf.reshape(qkv[..., (H + Hkv) * D:], [B, T, Hkv, D])              # [B, T, Hkv, D]
+        # One split, not three slices: the gradient is a single concat, where
+        # each slice's gradient would write a zero-padded copy of all of qkv.
+        q, k, v = tf.split(qkv, [H * D, Hkv * D, Hkv * D], axis=-1)
+        q = tf.reshape(q, [B, T, H, D])                                       # [B, T, H, D]
+        k = tf.reshape(k, [B, T, Hkv, D])                                     # [B, T, Hkv, D]
+        v = tf.reshape(v, [B, T, Hkv, D])                                     # [B, T, Hkv, D]
         if cache is not None:
             cache, k, v, key_lengths = self._update_cache(cache, k, v, index, key_lengths, T)
             k, v = tf.cast(k, q.dtype), tf.cast(v, q.dtype)
