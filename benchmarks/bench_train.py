@@ -5,7 +5,8 @@ Run:  python benchmarks/bench_train.py [--presets gpt-nano,char-gru,...] [--step
 For each preset, tokens/s of training steps with the preset's batch, block and optimizer, on
 random token windows held in memory (the data pipeline is not what is measured). Median over
 epochs after a warm-up epoch (which includes tracing and compilation). Baselines measured in the
-same run:
+same run, in the same precision (``--precision``: float32, or bfloat16 compute with float32
+weights: Keras ``mixed_bfloat16`` and torch CPU autocast):
 - gpt-*: keras-hub ``GPT2CausalLM`` trained with ``fit`` (jit on, AdamW), and a nanoGPT-style torch
   training loop (AdamW, torch's fused SDPA), when those packages are installed;
 - recurrent presets: the same Embedding -> LSTM/GRU -> Dense model written directly in Keras and
@@ -15,6 +16,7 @@ same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -61,29 +63,42 @@ def data_for(vocab, block, batch, seed=0):
     return random_windows(tokens, block_size=block, batch_size=batch, seed=seed)
 
 
-def ours(name, steps, epochs):
+@contextlib.contextmanager
+def keras_policy(bf16):
+    """Keras layers built inside compute in bfloat16 (float32 weights) when ``bf16``."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if bf16 else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def ours(name, steps, epochs, bf16=False):
     preset = get_preset(name)
-    cfg = TrainConfig.from_preset(name)
+    cfg = TrainConfig.from_preset(name, mixed_precision=bf16)
     keras.utils.set_random_seed(0)
-    model = from_preset(name, vocab_size=VOCAB[preset["tokenizer"]])
-    model.build_for_inference()
-    compile_model(model, cfg)
+    with keras_policy(bf16):
+        model = from_preset(name, vocab_size=VOCAB[preset["tokenizer"]])
+        model.build_for_inference()
+        compile_model(model, cfg)
     return keras_fit_rate(model, data_for(model.vocab_size, cfg.block_size, cfg.batch_size), steps, epochs,
                           cfg.block_size * cfg.batch_size)
 
 
-def keras_hub_gpt(name, steps, epochs):
+def keras_hub_gpt(name, steps, epochs, bf16=False):
     try:
         import keras_hub
     except ImportError:
         return None
     m, cfg = get_preset(name)["model"], TrainConfig.from_preset(name)
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=VOCAB["char"], num_layers=m["num_layers"],
-                                             num_heads=m["num_heads"], hidden_dim=m["width"],
-                                             intermediate_dim=4 * m["width"], dropout=m["dropout"],
-                                             max_sequence_length=m["max_length"])
-    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    with keras_policy(bf16):
+        backbone = keras_hub.models.GPT2Backbone(vocabulary_size=VOCAB["char"], num_layers=m["num_layers"],
+                                                 num_heads=m["num_heads"], hidden_dim=m["width"],
+                                                 intermediate_dim=4 * m["width"], dropout=m["dropout"],
+                                                 max_sequence_length=m["max_length"])
+        lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     lm.compile(optimizer=keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay,
                                                 beta_2=cfg.beta2, global_clipnorm=cfg.grad_clip),
                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True)
@@ -92,7 +107,7 @@ def keras_hub_gpt(name, steps, epochs):
     return keras_fit_rate(lm, data, steps, epochs, cfg.block_size * cfg.batch_size)
 
 
-def torch_gpt(name, steps, epochs):
+def torch_gpt(name, steps, epochs, bf16=False):
     m, cfg = get_preset(name)["model"], TrainConfig.from_preset(name)
     model = make_gpt(VOCAB["char"], m["num_layers"], m["num_heads"], m["width"], m["max_length"],
                      bias=m["use_bias"], dropout=m["dropout"])
@@ -111,7 +126,8 @@ def torch_gpt(name, steps, epochs):
         ix = torch.randint(len(data) - T - 1, (B,))
         x = torch.stack([data[i:i + T] for i in ix])
         y = torch.stack([data[i + 1:i + 1 + T] for i in ix])
-        loss = F.cross_entropy(model(x).view(-1, VOCAB["char"]), y.view(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).view(-1, VOCAB["char"]).float(), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -126,16 +142,17 @@ def torch_gpt(name, steps, epochs):
     return B * T * steps / statistics.median(times[1:])
 
 
-def plain_keras_rnn(name, steps, epochs):
+def plain_keras_rnn(name, steps, epochs, bf16=False):
     preset = get_preset(name)
     m, cfg = preset["model"], TrainConfig.from_preset(name)
     V = VOCAB[preset["tokenizer"]]
     keras.utils.set_random_seed(0)
     cell = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[m["cell"]]
-    layers = [keras.Input((None,), dtype="int32"), keras.layers.Embedding(V, m["embedding_dim"])]
-    for _ in range(m["num_layers"]):
-        layers.append(cell(m["hidden_units"], return_sequences=True, dropout=m.get("dropout", 0.0)))
-    model = keras.Sequential(layers + [keras.layers.Dense(V)])
+    with keras_policy(bf16):
+        layers = [keras.Input((None,), dtype="int32"), keras.layers.Embedding(V, m["embedding_dim"])]
+        for _ in range(m["num_layers"]):
+            layers.append(cell(m["hidden_units"], return_sequences=True, dropout=m.get("dropout", 0.0)))
+        model = keras.Sequential(layers + [keras.layers.Dense(V)])
     opt = (keras.optimizers.Adam(cfg.learning_rate) if cfg.optimizer == "adam"
            else keras.optimizers.SGD(cfg.learning_rate, global_clipnorm=cfg.grad_clip or None))
     model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -148,23 +165,27 @@ def main():
     ap.add_argument("--presets", default="gpt-nano,gpt-mini,char-gru,word-lstm-small")
     ap.add_argument("--epochs", type=int, default=3, help="timed epochs per measurement (after one warm-up)")
     ap.add_argument("--steps", type=int, default=0, help="steps per epoch (0: a per-preset default)")
+    ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "both"),
+                    help="compute precision of every stack (bfloat16: float32 weights, bfloat16 compute)")
     args = ap.parse_args()
     header("keraslm training throughput benchmark")
     print(f"\n## tokens/s (median of {args.epochs} epochs after a warm-up epoch); ratio = keraslm / baseline")
+    precisions = ("float32", "bfloat16") if args.precision == "both" else (args.precision,)
     for name in args.presets.split(","):
         steps = args.steps or STEPS.get(name, 10)
-        mine = ours(name, steps, args.epochs)
-        line = f"{name:16s} keraslm {mine:9.0f} tok/s"
-        if get_preset(name)["family"] == "transformer":
-            baselines = (("keras-hub GPT2CausalLM fit", keras_hub_gpt), ("torch nanoGPT-style loop", torch_gpt))
-        else:
-            baselines = (("plain Keras model fit", plain_keras_rnn),)
-        for label, fn in baselines:
-            rate = fn(name, steps, args.epochs)
-            line += (f"  | {label} {rate:9.0f} tok/s (x{mine / rate:4.2f})" if rate
-                     else f"  | {label}: not installed")
-        print(line, flush=True)
-
+        for precision in precisions:
+            bf16 = precision == "bfloat16"
+            mine = ours(name, steps, args.epochs, bf16)
+            line = f"{name:16s} {precision:8s} keraslm {mine:9.0f} tok/s"
+            if get_preset(name)["family"] == "transformer":
+                baselines = (("keras-hub GPT2CausalLM fit", keras_hub_gpt), ("torch nanoGPT-style loop", torch_gpt))
+            else:
+                baselines = (("plain Keras model fit", plain_keras_rnn),)
+            for label, fn in baselines:
+                rate = fn(name, steps, args.epochs, bf16)
+                line += (f"  | {label} {rate:9.0f} tok/s (x{mine / rate:4.2f})" if rate
+                         else f"  | {label}: not installed")
+            print(line, flush=True)
 
 if __name__ == "__main__":
     main()

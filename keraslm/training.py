@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keraslm import ops
 from keraslm.checkpoint import Checkpointer, atomic_save_model, atomic_write_text, read_state
-from keraslm.metrics import BitsPerToken, Perplexity
+from keraslm.metrics import BitsPerToken, Perplexity, TokenCrossEntropy
 from keraslm.models.presets import from_preset, get_preset
 from keraslm.optimizers import WarmupCosine, make_optimizer
 
@@ -62,7 +62,9 @@ class TrainConfig:
                                         # metrics.json's val_loss always covers the whole split
     checkpoint_every: int = 250         # steps between checkpoints and validation runs
     seed: int = 1337
-    mixed_precision: bool = False       # mixed_bfloat16 compute
+    mixed_precision: str = "off"        # "on": mixed_bfloat16 (bfloat16 compute, float32 weights); "auto": on
+                                        # where bfloat16 matmuls have hardware support (AMX-BF16 CPUs, GPUs of
+                                        # compute capability >= 8); "off"; the saved model.keras computes in float32
     strategy: str = "default"           # "default" | "mirrored" | "multi_worker" (TF_CONFIG), or a Strategy
     deterministic: bool = False         # enable TF op determinism (bit-reproducible runs)
     jit_compile: str = "auto"           # "auto" | "on" | "off": XLA for the train step
@@ -110,6 +112,48 @@ def _use_xla(cfg, model):
     return isinstance(model, TransformerLM) and (not custom or model.max_length <= 128)
 
 
+def bfloat16_is_fast():
+    """True where bfloat16 matrix products run on dedicated hardware: a GPU of compute capability 8.0
+    or newer, or a CPU with AMX-BF16 (on such a CPU, TF's oneDNN matmul runs ~4x faster in bfloat16)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return tuple(capability) >= (8, 0)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+def use_mixed_precision(cfg):
+    """Whether ``cfg.mixed_precision`` ("on" / "off" / "auto", or a bool) asks for mixed_bfloat16 here."""
+    value = cfg.mixed_precision
+    if isinstance(value, bool):
+        return value
+    value = str(value).lower()
+    if value in ("on", "true", "1"):
+        return True
+    if value in ("off", "false", "0"):
+        return False
+    if value == "auto":
+        return bfloat16_is_fast()
+    raise ValueError(f"mixed_precision must be 'on', 'off' or 'auto', got {cfg.mixed_precision!r}")
+
+
+def float32_copy(model):
+    """The same model (weights, tokenizer) computing in float32: a mixed_bfloat16 model's weights
+    are float32 already, so this is a rebuild from the config plus a copy of the weights."""
+    if model.dtype_policy.name == "float32":
+        return model
+    config = model.get_config()
+    config["dtype"] = "float32"
+    copy = type(model).from_config(config)
+    copy.build_for_inference()
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def compile_model(model, cfg):
     """Compiles ``model`` with the harness's loss, metrics, optimizer and schedule."""
     decay = cfg.decay_steps or cfg.steps
@@ -126,7 +170,7 @@ def compile_model(model, cfg):
     # Several steps per call save the per-call overhead of an XLA step; without XLA, Keras' multi-step
     # loop around recurrent layers (a while loop inside a while loop) ran 2.5x slower here (char-gru).
     spe = cfg.steps_per_execution or (10 if xla else 1)
-    model.compile(optimizer=opt, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    model.compile(optimizer=opt, loss=TokenCrossEntropy(),
                   metrics=[Perplexity(), BitsPerToken()], jit_compile=xla, steps_per_execution=spe)
     return model
 
@@ -252,7 +296,8 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
 
     The run directory holds ``checkpoints/last.keras`` (model + optimizer,
     written atomically every ``checkpoint_every`` steps), ``logs/`` (TensorBoard
-    and ``training.csv``), the final ``model.keras`` and ``metrics.json``. If
+    and ``training.csv``), the final ``model.keras`` and ``metrics.json``.
+    With mixed precision, the final model (returned and saved) computes in float32. If
     ``checkpoints/`` exists and ``resume`` is true, training continues from it
     with the same data order and learning-rate schedule.
     """
@@ -270,8 +315,17 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     ops.set_implementation(cfg.ops)
-    if cfg.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    bf16 = use_mixed_precision(cfg)
+    previous_policy = keras.mixed_precision.dtype_policy()
+    # The policy applies to the models built (or resumed) for this run only.
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if bf16 else previous_policy)
+    try:
+        return _run(cfg, model, tokenizer, callbacks, bf16)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+
+
+def _run(cfg, model, tokenizer, callbacks, bf16):
     strategy = make_strategy(cfg.strategy)
     ckpt_dir = os.path.join(cfg.out, "checkpoints")
     state = read_state(ckpt_dir) if cfg.resume else None
@@ -321,6 +375,11 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
         ev = model.evaluate(full_val, verbose=0, return_dict=True)
         metrics.update(val_loss=ev["loss"], val_perplexity=ev["perplexity"],
                        val_bits_per_token=ev["bits_per_token"])
+    if bf16:
+        # Mixed precision is a training setting: the final model computes in float32 (its weights are
+        # float32 already), so generation gets the fused float32 decoding step. checkpoints/last.keras
+        # keeps the mixed model and its optimizer for resuming.
+        model = float32_copy(model)
     atomic_save_model(model, os.path.join(cfg.out, "model.keras"))
     atomic_write_text(os.path.join(cfg.out, "metrics.json"), json.dumps(metrics, indent=1))
     return {**metrics, "model": model}

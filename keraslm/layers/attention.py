@@ -98,7 +98,7 @@ class CausalSelfAttention(keras.layers.Layer):
         self.c_proj = keras.layers.Dense(width, use_bias=self.use_bias, name="c_proj", dtype=self.dtype_policy,
                                          kernel_initializer=keras.initializers.RandomNormal(stddev=self.proj_init_std))
         self.c_proj.build(tuple(input_shape[:-1]) + (width,))
-        self.drop = keras.layers.Dropout(self.dropout)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         self.built = True
 
     def call(self, x, cache=None, index=None, key_lengths=None, training=None):

@@ -55,7 +55,7 @@ class TransformerBlock(keras.layers.Layer):
                                        name="mlp_c_fc", dtype=dt)
         self.c_proj = keras.layers.Dense(width, use_bias=self.use_bias, name="mlp_c_proj", dtype=dt,
                                          kernel_initializer=keras.initializers.RandomNormal(stddev=self.proj_init_std))
-        self.drop = keras.layers.Dropout(self.dropout)
+        self.drop = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
         for layer, shape in ((self.ln_1, input_shape), (self.attn, input_shape), (self.ln_2, input_shape),
                              (self.c_fc, input_shape),
                              (self.c_proj, tuple(input_shape[:-1]) + (self.mlp_ratio * width,))):

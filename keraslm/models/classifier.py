@@ -42,7 +42,7 @@ class SequenceClassifier(keras.Model):
             raise ValueError(f"pooling must be one of {_POOLING}, got {pooling!r}")
         self.backbone, self.num_classes, self.pooling = backbone, num_classes, pooling
         self.dropout, self.pad_id = dropout, pad_id
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.classifier = keras.layers.Dense(num_classes, name="classifier", dtype=self.dtype_policy)
 
     def build(self, input_shape):

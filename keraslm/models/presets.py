@@ -55,7 +55,7 @@ PRESETS = {
                   "use_bias": False},
         "train": {"block_size": 256, "batch_size": 64, "steps": 5000, "optimizer": "adamw", "learning_rate": 1e-3,
                   "min_learning_rate": 1e-4, "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1,
-                  "grad_clip": 1.0},
+                  "grad_clip": 1.0, "mixed_precision": "auto"},
     },
     # GPT-2 124M architecture (GPT-2's vocabulary size; our subword tokenizer fills it when trained).
     "gpt2-small": {
@@ -66,7 +66,7 @@ PRESETS = {
                   "dropout": 0.0, "use_bias": True},
         "train": {"block_size": 1024, "batch_size": 12, "optimizer": "adamw", "learning_rate": 6e-4,
                   "min_learning_rate": 6e-5, "warmup_steps": 2000, "beta2": 0.95, "weight_decay": 0.1,
-                  "grad_clip": 1.0},
+                  "grad_clip": 1.0, "mixed_precision": "auto"},
     },
 }
 

@@ -62,7 +62,7 @@ class RecurrentLM(CausalLM):
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding", dtype=dt)
         self.rnns = [_CELLS[cell](u, return_sequences=True, return_state=True, name=f"{cell}_{i}", dtype=dt)
                      for i, u in enumerate(units)]
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         self.head = None if tie_embeddings else keras.layers.Dense(vocab_size, name="head", dtype=dt)
 
     @property
@@ -81,11 +81,17 @@ class RecurrentLM(CausalLM):
             self.head.build((input_shape[0], input_shape[1], width))
         self.built = True
 
-    def _run(self, token_ids, states, mask, training):
+    def _run(self, token_ids, states, mask, training, fast=None):
         x = self.drop(self.embedding(token_ids), training=training)              # [B, T, E]
+        if fast is None:
+            fast = mask is None and not tf.config.list_physical_devices("GPU")   # GPUs: Keras' cuDNN path
         new_states = []
         for i, rnn in enumerate(self.rnns):
-            out = rnn(x, initial_state=None if states is None else list(states[i]), mask=mask, training=training)
+            initial = None if states is None else list(states[i])
+            if fast and _fast_path_applies(rnn):
+                out = _fast_sequence(rnn, x, initial)
+            else:
+                out = rnn(x, initial_state=initial, mask=mask, training=training)
             x, layer_states = out[0], tuple(out[1:])                              # [B, T, U_i]
             new_states.append(layer_states)
             x = self.drop(x, training=training)
@@ -146,3 +152,61 @@ class RecurrentLM(CausalLM):
             "dropout": self.dropout, "tie_embeddings": self.tie_embeddings, **self._base_config(),
             "name": self.name, "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
+
+
+def _fast_path_applies(rnn):
+    """Whether :func:`_fast_sequence` computes exactly what this Keras layer computes."""
+    if not isinstance(rnn, (keras.layers.LSTM, keras.layers.GRU)) or not rnn.built:
+        return False
+    cell = rnn.cell
+    plain = (cell.activation is keras.activations.tanh and cell.recurrent_activation is keras.activations.sigmoid
+             and cell.use_bias and not cell.dropout and not cell.recurrent_dropout and not rnn.go_backwards
+             and not rnn.unroll)
+    return plain and (isinstance(rnn, keras.layers.LSTM) or cell.reset_after)
+
+
+def _fast_sequence(rnn, x, initial_state=None):
+    """``rnn(x, initial_state)`` of a built Keras LSTM / GRU layer (``return_sequences`` and
+    ``return_state``), on the layer's own weights: ``[outputs [B, T, U], *final states]``.
+
+    Keras projects each timestep's input inside the loop; here all of them are
+    projected by one matmul before it, the loop does only the recurrent matmul
+    and the gates, and gates are split with one ``split`` (whose gradient is a
+    concat, where Keras' per-gate slices of the GRU each need a zero-padded
+    gradient). The input projection's gradient is then one matmul too.
+    """
+    cell = rnn.cell
+    lstm = isinstance(rnn, keras.layers.LSTM)
+    dt = x.dtype
+    B, T, E = tf.shape(x)[0], tf.shape(x)[1], x.shape[-1]
+    U = cell.units
+    kernel, recurrent = tf.cast(cell.kernel, dt), tf.cast(cell.recurrent_kernel, dt)
+    bias = tf.cast(cell.bias, dt)
+    if lstm:
+        input_bias, recurrent_bias = bias, None                                  # [4U]
+    else:
+        input_bias, recurrent_bias = bias[0], bias[1]                            # [3U] each (reset_after)
+    gates = tf.matmul(tf.reshape(x, [-1, E]), kernel) + input_bias              # [B * T, G * U]
+    gates = tf.transpose(tf.reshape(gates, [B, T, -1]), [1, 0, 2])              # [T, B, G * U]
+    if initial_state is None:
+        initial_state = [tf.zeros([B, U], dt)] * (2 if lstm else 1)
+    initial_state = tuple(tf.cast(s, dt) for s in initial_state)
+
+    if lstm:
+        def step(carry, xt):
+            h, c = carry
+            i, f, g, o = tf.split(xt + tf.matmul(h, recurrent), 4, axis=-1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+            return tf.sigmoid(o) * tf.tanh(c), c
+    else:
+        def step(carry, xt):
+            (h,) = carry
+            xz, xr, xh = tf.split(xt, 3, axis=-1)
+            rz, rr, rh = tf.split(tf.matmul(h, recurrent) + recurrent_bias, 3, axis=-1)
+            z, r = tf.sigmoid(xz + rz), tf.sigmoid(xr + rr)
+            return (z * h + (1 - z) * tf.tanh(xh + r * rh),)
+
+    states = tf.scan(step, gates, initializer=initial_state)                    # each [T, B, U]
+    outputs = tf.transpose(states[0], [1, 0, 2])                                 # [B, T, U]
+    return [outputs, *(s[-1] for s in states)]
+

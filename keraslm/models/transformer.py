@@ -59,7 +59,7 @@ class TransformerLM(CausalLM):
         self.wte = keras.layers.Embedding(vocab_size, width, name="wte", dtype=dt,
                                           embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
         self.wpe = PositionEmbedding(max_length, width, kind=position_embedding, name="wpe", dtype=dt)
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         proj_std = 0.02 / (2 * num_layers) ** 0.5  # GPT-2's scaled init of the residual projections
         self.blocks = [TransformerBlock(num_heads, self.num_kv_heads, mlp_ratio, dropout, use_bias,
                                         layer_norm_epsilon, proj_init_std=proj_std, name=f"h_{i}", dtype=dt)

@@ -260,3 +260,84 @@ def test_metrics_match_the_cross_entropy_with_label_shapes():
                                                           tf.TensorSpec([None, None, 11])])
     update(labels, logits)                                    # labels of unknown rank
     assert math.isclose(float(m.result()), math.exp(nll.mean()), rel_tol=1e-5)
+
+
+def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(corpus, tmp_path):
+    out = str(tmp_path / "mixed")
+    before = keras.mixed_precision.dtype_policy().name
+    result = keraslm.train(preset="gpt-nano", data=[corpus], steps=6, batch_size=4, block_size=16,
+                           checkpoint_every=3, eval_steps=1, warmup_steps=1, out=out, verbose=0,
+                           mixed_precision="on", model_args={"num_layers": 1, "num_heads": 2, "width": 16})
+    assert keras.mixed_precision.dtype_policy().name == before      # the policy was this run's only
+    trained = keras.saving.load_model(os.path.join(out, "checkpoints", "last.keras"))
+    assert trained.dtype_policy.name == "mixed_bfloat16" and trained.compute_dtype == "bfloat16"
+    final = keraslm.load_model(out)
+    assert final.dtype_policy.name == "float32" and result["model"].dtype_policy.name == "float32"
+    assert len(final.weights) == len(trained.weights)
+    for a, b in zip(final.weights, trained.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = tf.constant(np.random.default_rng(0).integers(0, final.vocab_size, (2, 16)), tf.int32)
+    low, full = trained(x).numpy().astype(np.float32), final(x).numpy()
+    assert low.dtype == np.float32 and full.dtype == np.float32
+    assert 0 < np.abs(low - full).max() < 0.1 * np.abs(full).max()  # bfloat16 rounding, nothing more
+    assert final.generate("Fir", max_new_tokens=5, seed=0)
+
+
+def test_mixed_precision_setting_values(monkeypatch):
+    from keraslm import training
+
+    for value, expected in (("on", True), ("off", False), (True, True), (False, False), ("true", True)):
+        assert training.use_mixed_precision(keraslm.TrainConfig(mixed_precision=value)) is expected
+    monkeypatch.setattr(training, "bfloat16_is_fast", lambda: True)
+    assert training.use_mixed_precision(keraslm.TrainConfig(mixed_precision="auto"))
+    monkeypatch.setattr(training, "bfloat16_is_fast", lambda: False)
+    assert not training.use_mixed_precision(keraslm.TrainConfig(mixed_precision="auto"))
+    with pytest.raises(ValueError, match="'sometimes'"):
+        training.use_mixed_precision(keraslm.TrainConfig(mixed_precision="sometimes"))
+
+
+def test_metrics_reuse_the_loss_per_token_nll_in_a_step(monkeypatch, rng):
+    from keraslm.metrics import TokenCrossEntropy
+    from keraslm.models import RecurrentLM
+
+    calls = []
+    real = tf.reduce_logsumexp
+    monkeypatch.setattr(tf, "reduce_logsumexp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    keras.utils.set_random_seed(0)
+    model = RecurrentLM(vocab_size=13, embedding_dim=8, hidden_units=8, cell="lstm")
+    model.compile(optimizer="sgd", loss=TokenCrossEntropy(), metrics=[Perplexity(), BitsPerToken()])
+    x = rng.integers(0, 13, (4, 6)).astype(np.int32)
+    y = rng.integers(0, 13, (4, 6)).astype(np.int32)
+    logs = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    assert np.isclose(logs["perplexity"], math.exp(logs["loss"]), rtol=1e-6)
+    assert np.isclose(logs["bits_per_token"], logs["loss"] / math.log(2), rtol=1e-6)
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    assert np.isclose(history["perplexity"][0], math.exp(history["loss"][0]), rtol=1e-6)
+    assert calls == []                                   # no metric computed its own log-softmax
+    ppl = Perplexity()
+    ppl.update_state(y, model(x))                        # outside a step: computed by the metric
+    assert len(calls) == 1
+    labels, logits = y[..., None], rng.standard_normal((4, 6, 13)).astype(np.float32)
+    loss = float(TokenCrossEntropy()(labels, logits))    # [..., 1] labels, like Keras' sparse loss
+    expected = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits))
+    assert np.isclose(loss, expected, rtol=1e-6)
+
+
+def test_token_cross_entropy_gradient_matches_numpy_and_rejects_bad_labels(rng):
+    from keraslm.metrics import TokenCrossEntropy
+
+    logits = tf.constant(rng.standard_normal((3, 7, 11)) * 4, tf.float32)
+    labels = tf.constant(rng.integers(0, 11, (3, 7)), tf.int32)
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        loss = TokenCrossEntropy()(labels, logits)
+    grad = tape.gradient(loss, logits).numpy()
+    z = logits.numpy().astype(np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    onehot = np.eye(11)[labels.numpy()]
+    nll = -np.log(np.take_along_axis(p, labels.numpy()[..., None], -1))[..., 0]
+    assert np.isclose(float(loss), nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(grad, (p - onehot) / nll.size, atol=1e-7)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="11"):
+        TokenCrossEntropy()(tf.constant([[0, 11]]), tf.zeros([1, 2, 11]))

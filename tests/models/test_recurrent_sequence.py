@@ -1,0 +1,87 @@
+"""RecurrentLM's own LSTM / GRU sequence loop against the Keras layers whose weights it uses."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keraslm.models import RecurrentLM
+from keraslm.models.recurrent import _fast_path_applies, _fast_sequence
+
+
+def _layer(kind, units, width, rng):
+    cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}[kind]
+    layer = cls(units, return_sequences=True, return_state=True)
+    layer.build((None, None, width))
+    for w in layer.weights:      # random non-zero biases too, so every term is exercised
+        w.assign(rng.standard_normal(w.shape).astype(np.float32) * 0.5)
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_sequence_matches_the_keras_layer(kind, with_state, rng):
+    B, T, E, U = 3, 7, 5, 9
+    layer = _layer(kind, U, E, rng)
+    assert _fast_path_applies(layer)
+    x = tf.constant(rng.standard_normal((B, T, E)), tf.float32)
+    states = [tf.constant(rng.standard_normal((B, U)), tf.float32) for _ in range(2 if kind == "lstm" else 1)]
+    initial = states if with_state else None
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = _fast_sequence(layer, x, initial)
+        theirs = layer(x, initial_state=initial)
+        loss_ours = tf.reduce_sum(ours[0] * tf.cos(ours[0])) + sum(tf.reduce_sum(s) for s in ours[1:])
+        loss_theirs = tf.reduce_sum(theirs[0] * tf.cos(theirs[0])) + sum(tf.reduce_sum(s) for s in theirs[1:])
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(tape.gradient(loss_ours, [x, *layer.weights]), tape.gradient(loss_theirs, [x, *layer.weights])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_sequence_gradient_matches_finite_differences(rng):
+    layer = _layer("gru", 4, 3, rng)
+    x = tf.constant(rng.standard_normal((2, 5, 3)), tf.float64)
+    kernel = layer.cell.kernel
+
+    def loss():
+        return tf.reduce_sum(tf.cast(_fast_sequence(layer, tf.cast(x, tf.float32))[0], tf.float64) ** 2)
+
+    with tf.GradientTape() as tape:
+        value = loss()
+    grad = tape.gradient(value, kernel).numpy()
+    w0 = kernel.numpy()
+
+    def at(w):
+        kernel.assign(w)
+        return float(loss())
+
+    eps = 1e-2
+    for idx in [(0, 0), (1, 5), (2, 11)]:
+        step = np.zeros_like(w0)
+        step[idx] = eps
+        numeric = (at(w0 + step) - at(w0 - step)) / (2 * eps)
+        assert np.isclose(grad[idx], numeric, rtol=2e-2, atol=2e-3), (idx, grad[idx], numeric)
+    kernel.assign(w0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_model_fast_and_keras_paths_agree(cell, rng):
+    keras.utils.set_random_seed(1)
+    model = RecurrentLM(vocab_size=17, embedding_dim=6, hidden_units=[8, 5], num_layers=2, cell=cell)
+    ids = tf.constant(rng.integers(0, 17, (3, 9)), tf.int32)
+    model(ids)
+    fast, fast_states = model._run(ids, None, None, training=False, fast=True)
+    slow, slow_states = model._run(ids, None, None, training=False, fast=False)
+    np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=1e-5, atol=1e-6)
+    for a, b in zip(tf.nest.flatten(fast_states), tf.nest.flatten(slow_states)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_only_for_plain_layers():
+    assert not _fast_path_applies(keras.layers.SimpleRNN(3))
+    for layer in (keras.layers.GRU(3, reset_after=False), keras.layers.LSTM(3, activation="relu"),
+                  keras.layers.LSTM(3, go_backwards=True), keras.layers.GRU(3, recurrent_dropout=0.1)):
+        layer.build((None, None, 2))
+        assert not _fast_path_applies(layer), layer.get_config()
