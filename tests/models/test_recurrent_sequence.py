@@ -28,7 +28,7 @@ def test_sequence_matches_the_keras_layer(kind, with_state, rng):
     states = [tf.constant(rng.standard_normal((B, U)), tf.float32) for _ in range(2 if kind == "lstm" else 1)]
     initial = states if with_state else None
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(x)
+        tape.watch([x, *states])
         ours = _fast_sequence(layer, x, initial)
         theirs = layer(x, initial_state=initial)
         loss_ours = tf.reduce_sum(ours[0] * tf.cos(ours[0])) + sum(tf.reduce_sum(s) for s in ours[1:])
@@ -36,7 +36,9 @@ def test_sequence_matches_the_keras_layer(kind, with_state, rng):
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
-    for a, b in zip(tape.gradient(loss_ours, [x, *layer.weights]), tape.gradient(loss_theirs, [x, *layer.weights])):
+    wrt = [x, *layer.weights, *(states if with_state else [])]
+    for a, b in zip(tape.gradient(loss_ours, wrt), tape.gradient(loss_theirs, wrt)):
+        assert a is not None and b is not None
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
 
 
