@@ -65,13 +65,25 @@ class TransformerBlock(keras.layers.Layer):
     def call(self, x, cache=None, index=None, key_lengths=None, training=None):
         if cache is not None and not training and self._fusable(x):
             return self._fused_step(x, cache, index, key_lengths)
-        a = self.attn(self.ln_1(x), cache=cache, index=index, key_lengths=key_lengths, training=training)
+        a = self.attn(self._norm(self.ln_1, x, training), cache=cache, index=index, key_lengths=key_lengths,
+                      training=training)
         if cache is not None:
             a, cache = a
         x = x + a
-        h = keras.activations.gelu(dense(self.c_fc, self.ln_2(x)), approximate=True)
+        h = dense(self.c_fc, self._norm(self.ln_2, x, training))
+        h = _fused_gelu(h) if self._fuse(training) else keras.activations.gelu(h, approximate=True)
         x = x + self.drop(dense(self.c_proj, h), training=training)
         return x if cache is None else (x, cache)
+
+    def _fuse(self, training):
+        return bool(training) and self.compute_dtype != "float32"
+
+    def _norm(self, layer, x, training):
+        if not self._fuse(training):
+            return layer(x)
+        beta = tf.convert_to_tensor(layer.beta) if layer.center else None
+        y = _fused_layer_norm(x, tf.convert_to_tensor(layer.gamma), beta, layer.epsilon)
+        return tf.cast(y, layer.compute_dtype)
 
     def _fusable(self, x):
         """One-token float32 steps run as one fused op when the custom ops are in use."""
@@ -99,3 +111,20 @@ class TransformerBlock(keras.layers.Layer):
         return {**super().get_config(), "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,
                 "mlp_ratio": self.mlp_ratio, "dropout": self.dropout, "use_bias": self.use_bias,
                 "layer_norm_epsilon": self.layer_norm_epsilon, "proj_init_std": self.proj_init_std}
+
+
+# Training steps in bfloat16 / float16 run these elementwise chains as one XLA kernel each (forward,
+# and backward through its gradient function), where TF would run every op of them over the whole
+# [B, T, C] or [B, T, 4C] tensor (~8 passes forward and ~10 backward for the tanh-GELU) and does not
+# vectorize bfloat16 elementwise ops: gpt-mini's mixed_bfloat16 step went from 3.85k to 4.39k tok/s.
+# In float32, TF's own ops were faster here (2.8k against 2.5-2.6k tok/s), so they stay. Only in
+# training, whose shapes repeat; inference keeps the plain ops (no compilation per prompt length).
+@tf.function(jit_compile=True)
+def _fused_gelu(x):
+    return keras.activations.gelu(x, approximate=True)
+
+
+@tf.function(jit_compile=True)
+def _fused_layer_norm(x, gamma, beta, epsilon):
+    return keras.ops.layer_normalization(x, gamma, beta, axis=-1, epsilon=epsilon)
+
