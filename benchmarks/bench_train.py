@@ -1,6 +1,6 @@
 """Training throughput: keraslm's harness against the same models trained by other stacks.
 
-Run:  python benchmarks/bench_train.py [--presets gpt-nano,char-gru,...] [--steps N]
+Run:  python benchmarks/bench_train.py [--presets gpt-nano,char-gru,...] [--steps N] [--precision float32|bfloat16|both]
 
 For each preset, tokens/s of training steps with the preset's batch, block and optimizer, on
 random token windows held in memory (the data pipeline is not what is measured). Median over
