@@ -1,11 +1,11 @@
-"""A nanoGPT-style GPT in torch (pre-LayerNorm blocks, tied head): the torch baseline of the benchmarks."""
+"""A nanoGPT-style GPT in torch (pre-LayerNorm blocks, tied or separate head): the torch baseline of the benchmarks."""
 
 from __future__ import annotations
 
 import os
 
 
-def make_gpt(vocab, layers, heads, width, context, bias=False, dropout=0.0):
+def make_gpt(vocab, layers, heads, width, context, bias=False, dropout=0.0, tie=True):
     """A torch GPT module, or None when torch is not installed."""
     try:
         import torch
@@ -37,12 +37,14 @@ def make_gpt(vocab, layers, heads, width, context, bias=False, dropout=0.0):
             self.wte, self.wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)
             self.blocks = nn.ModuleList(Block() for _ in range(layers))
             self.ln_f = nn.LayerNorm(width, bias=bias)
+            self.lm_head = None if tie else nn.Linear(width, vocab, bias=False)
             self.context = context
 
         def forward(self, idx):
             x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
             for b in self.blocks:
                 x = b(x)
-            return self.ln_f(x) @ self.wte.weight.T
+            x = self.ln_f(x)
+            return x @ self.wte.weight.T if self.lm_head is None else self.lm_head(x)
 
     return GPT()

@@ -110,7 +110,7 @@ def keras_hub_gpt(name, steps, epochs, bf16=False):
 def torch_gpt(name, steps, epochs, bf16=False):
     m, cfg = get_preset(name)["model"], TrainConfig.from_preset(name)
     model = make_gpt(VOCAB["char"], m["num_layers"], m["num_heads"], m["width"], m["max_length"],
-                     bias=m["use_bias"], dropout=m["dropout"])
+                     bias=m["use_bias"], dropout=m["dropout"], tie=m.get("tie_embeddings", True))
     if model is None:
         return None
     import torch

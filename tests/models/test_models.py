@@ -17,6 +17,8 @@ def tiny_models():
         "gpt": TransformerLM(vocab_size=13, max_length=24, num_layers=2, num_heads=4, width=16),
         "gpt-gqa-sinusoidal": TransformerLM(vocab_size=13, max_length=24, num_layers=2, num_heads=4, width=16,
                                             num_kv_heads=2, position_embedding="sinusoidal", use_bias=False),
+        "gpt-untied": TransformerLM(vocab_size=13, max_length=24, num_layers=2, num_heads=2, width=16,
+                                    tie_embeddings=False),
         "lstm": RecurrentLM(vocab_size=13, embedding_dim=8, hidden_units=[16, 12], num_layers=2, cell="lstm"),
         "gru-tied": RecurrentLM(vocab_size=13, embedding_dim=8, hidden_units=8, num_layers=1, cell="gru",
                                 tie_embeddings=True),
@@ -163,6 +165,9 @@ def test_presets_and_bad_arguments():
     assert {"char-gru", "word-lstm-small", "word-lstm-medium", "gpt-nano", "gpt-mini", "gpt2-small"} <= set(PRESETS)
     nano = from_preset("gpt-nano", vocab_size=65)
     assert (nano.num_layers, nano.num_heads, nano.width, nano.max_length) == (4, 4, 128, 64)
+    assert (nano.tie_embeddings, nano.use_bias) == (False, True)
+    nano.build_for_inference()
+    assert nano.lm_head.kernel.shape == (128, 65)
     mini = from_preset("gpt-mini", vocab_size=65)
     mini.build_for_inference()
     assert 10.6e6 < mini.count_params() < 10.9e6  # nanoGPT's ~10.7M
