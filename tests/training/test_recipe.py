@@ -3,9 +3,10 @@ end to end through keraslm.train, the way the README runs it.
 
 Uses ../shared/data/tinyshakespeare.txt next to the repository, or the file
 named by KERASLM_SHAKESPEARE; skipped when neither exists (nothing is
-downloaded).  The bound is what this recipe reaches here (about 1.90 nats per
-character over the whole validation split), with some margin for run-to-run
-variation; nanoGPT reports 1.886, and the issue's target of 1.85 is not met.
+downloaded).  The bound is what this recipe reaches here (1.838-1.852 nats per
+character over the whole validation split for four seeds; 1.852 with the default
+one), with a margin for run-to-run variation; nanoGPT reports 1.886.  A model
+with nanoGPT's tied head and no biases (1.91) fails it.
 """
 
 import os
@@ -24,7 +25,7 @@ CORPUS = Path(os.environ.get("KERASLM_SHAKESPEARE",
 def test_gpt_nano_cpu_recipe(tmp_path):
     result = keraslm.train(preset="gpt-nano", data=[str(CORPUS)], out=str(tmp_path / "nano"), verbose=0)
     print({k: result[k] for k in ("val_loss", "tokens_per_second", "train_seconds") if k in result})
-    assert result["val_loss"] < 1.95
+    assert result["val_loss"] < 1.87
     model = keraslm.load_model(str(tmp_path / "nano"))
     text = model.generate("ROMEO:", max_new_tokens=40, seed=0)
     assert isinstance(text, str) and len(text) > 0
