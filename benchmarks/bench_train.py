@@ -6,7 +6,9 @@ For each preset, tokens/s of training steps with the preset's batch, block and o
 random token windows held in memory (the data pipeline is not what is measured). Median over
 epochs after a warm-up epoch (which includes tracing and compilation). Baselines measured in the
 same run, in the same precision (``--precision``: float32, or bfloat16 compute with float32
-weights: Keras ``mixed_bfloat16`` and torch CPU autocast):
+weights: Keras ``mixed_bfloat16`` and torch CPU autocast). keraslm's dense-layer products follow
+the preset's ``matmul_precision`` unless ``--matmul-precision`` says otherwise (gpt-nano: bfloat16
+inputs with float32 sums where AMX runs them; each line says which):
 - gpt-*: keras-hub ``GPT2CausalLM`` trained with ``fit`` (jit on, AdamW), and a nanoGPT-style torch
   training loop (AdamW, torch's fused SDPA), when those packages are installed;
 - recurrent presets: the same Embedding -> LSTM/GRU -> Dense model written directly in Keras and
@@ -33,7 +35,8 @@ from _torch_gpt import make_gpt  # noqa: E402
 from keraslm.data import random_windows  # noqa: E402
 from keraslm.models import from_preset  # noqa: E402
 from keraslm.models.presets import get_preset  # noqa: E402
-from keraslm.training import TrainConfig, compile_model  # noqa: E402
+from keraslm import ops  # noqa: E402
+from keraslm.training import TrainConfig, compile_model, resolve_matmul_precision  # noqa: E402
 
 VOCAB = {"char": 65, "word": 10000}
 # Steps per timed epoch (gpt-mini's steps hold 16k tokens each).
@@ -74,16 +77,21 @@ def keras_policy(bf16):
         keras.mixed_precision.set_dtype_policy(previous)
 
 
-def ours(name, steps, epochs, bf16=False):
+def ours(name, steps, epochs, bf16=False, matmul_precision="preset"):
+    """keraslm's rate and the matmul precision it trained with (the preset's unless given)."""
     preset = get_preset(name)
-    cfg = TrainConfig.from_preset(name, mixed_precision=bf16)
+    overrides = {} if matmul_precision == "preset" else {"matmul_precision": matmul_precision}
+    cfg = TrainConfig.from_preset(name, mixed_precision=bf16, **overrides)
     keras.utils.set_random_seed(0)
     with keras_policy(bf16):
         model = from_preset(name, vocab_size=VOCAB[preset["tokenizer"]])
         model.build_for_inference()
         compile_model(model, cfg)
-    return keras_fit_rate(model, data_for(model.vocab_size, cfg.block_size, cfg.batch_size), steps, epochs,
-                          cfg.block_size * cfg.batch_size)
+    precision = resolve_matmul_precision(cfg)
+    with ops.matmul_precision_scope(precision):
+        rate = keras_fit_rate(model, data_for(model.vocab_size, cfg.block_size, cfg.batch_size), steps, epochs,
+                              cfg.block_size * cfg.batch_size)
+    return rate, precision
 
 
 def keras_hub_gpt(name, steps, epochs, bf16=False):
@@ -167,6 +175,9 @@ def main():
     ap.add_argument("--steps", type=int, default=0, help="steps per epoch (0: a per-preset default)")
     ap.add_argument("--precision", default="float32", choices=("float32", "bfloat16", "both"),
                     help="compute precision of every stack (bfloat16: float32 weights, bfloat16 compute)")
+    ap.add_argument("--matmul-precision", default="preset", choices=("preset", "float32", "bfloat16", "auto"),
+                    help="keraslm's dense-layer products (preset: the preset's training setting; gpt-nano "
+                         "uses bfloat16 products where AMX runs them); the baselines keep theirs")
     args = ap.parse_args()
     header("keraslm training throughput benchmark")
     print(f"\n## tokens/s (median of {args.epochs} epochs after a warm-up epoch); ratio = keraslm / baseline")
@@ -175,8 +186,8 @@ def main():
         steps = args.steps or STEPS.get(name, 10)
         for precision in precisions:
             bf16 = precision == "bfloat16"
-            mine = ours(name, steps, args.epochs, bf16)
-            line = f"{name:16s} {precision:8s} keraslm {mine:9.0f} tok/s"
+            mine, products = ours(name, steps, args.epochs, bf16, args.matmul_precision)
+            line = f"{name:16s} {precision:8s} keraslm ({products} products) {mine:9.0f} tok/s"
             if get_preset(name)["family"] == "transformer":
                 baselines = (("keras-hub GPT2CausalLM fit", keras_hub_gpt), ("torch nanoGPT-style loop", torch_gpt))
             else:

@@ -65,6 +65,9 @@ class TrainConfig:
     mixed_precision: str = "off"        # "on": mixed_bfloat16 (bfloat16 compute, float32 weights); "auto": on
                                         # where bfloat16 matmuls have hardware support (AMX-BF16 CPUs, GPUs of
                                         # compute capability >= 8); "off"; the saved model.keras computes in float32
+    matmul_precision: str = "float32"   # dense-layer products in training: "float32"; "bfloat16" (inputs rounded
+                                        # to bfloat16, float32 sums and weights: keraslm.ops.set_matmul_precision);
+                                        # "auto": bfloat16 where AMX runs it. Evaluation and the saved model: float32
     strategy: str = "default"           # "default" | "mirrored" | "multi_worker" (TF_CONFIG), or a Strategy
     deterministic: bool = False         # enable TF op determinism (bit-reproducible runs)
     jit_compile: str = "auto"           # "auto" | "on" | "off": XLA for the train step
@@ -103,8 +106,11 @@ def _use_xla(cfg, model):
     if cfg.jit_compile != "auto":
         raise ValueError(f"jit_compile must be 'auto', 'on' or 'off', got {cfg.jit_compile!r}")
     # Recurrent layers gain nothing from XLA here; transformers with short
-    # contexts are fastest with XLA fusing everything (attention then runs the
-    # pure-TF path); long contexts need the fused O(T) attention op.
+    # contexts are fastest with XLA fusing everything around the fused
+    # attention and bfloat16 products (XLA custom calls where the op library
+    # has them, else the pure-TF attention). Longer contexts (the presets that
+    # train them use dropout, and XLA's CPU random bits for dropout masks are
+    # very slow) run without XLA.
     from keraslm.models.transformer import TransformerLM
     if tf.distribute.get_strategy().num_replicas_in_sync > 1:
         return False  # XLA-compiled replicas cannot reach variables mirrored on other devices
@@ -139,6 +145,17 @@ def use_mixed_precision(cfg):
     if value == "auto":
         return bfloat16_is_fast()
     raise ValueError(f"mixed_precision must be 'on', 'off' or 'auto', got {cfg.mixed_precision!r}")
+
+
+def resolve_matmul_precision(cfg):
+    """The matmul precision ``cfg.matmul_precision`` ("float32" / "bfloat16" / "auto") gives here."""
+    value = str(cfg.matmul_precision).lower()
+    if value in ops.matmul.PRECISIONS:
+        return value
+    if value == "auto":
+        accelerated = ops.implementation() != "reference" and ops.amx_bf16_available()
+        return "bfloat16" if accelerated and not tf.config.list_logical_devices("GPU") else "float32"
+    raise ValueError(f"matmul_precision must be 'float32', 'bfloat16' or 'auto', got {cfg.matmul_precision!r}")
 
 
 def float32_copy(model):
@@ -315,6 +332,7 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     ops.set_implementation(cfg.ops)
+    resolve_matmul_precision(cfg)  # bad values fail before any work
     bf16 = use_mixed_precision(cfg)
     previous_policy = keras.mixed_precision.dtype_policy()
     # The policy applies to the models built (or resumed) for this run only.
@@ -358,12 +376,16 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     ]
     history, t0 = None, time.perf_counter()
     full_epochs, rest = divmod(cfg.steps, spe)
-    if done < full_epochs * spe:
-        history = model.fit(train_from(done), epochs=full_epochs, initial_epoch=done // spe, steps_per_epoch=spe,
-                            validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
-    if rest and done < cfg.steps:
-        history = model.fit(train_from(max(done, full_epochs * spe)), epochs=1, steps_per_epoch=rest, validation_data=val_ds,
-                            callbacks=callbacks, verbose=cfg.verbose)
+    with ops.matmul_precision_scope(resolve_matmul_precision(cfg)):
+        if done < full_epochs * spe:
+            history = model.fit(train_from(done), epochs=full_epochs, initial_epoch=done // spe, steps_per_epoch=spe,
+                                validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
+        if rest and done < cfg.steps:
+            history = model.fit(train_from(max(done, full_epochs * spe)), epochs=1, steps_per_epoch=rest,
+                                validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
+    # Keras keeps the evaluation function traced during fit; the final
+    # evaluation below must be traced again, at the default precision.
+    model.test_function = None
     wall = time.perf_counter() - t0
     metrics = {"preset": cfg.preset, "steps": cfg.steps, "parameters": int(model.count_params()),
                "wall_seconds": wall, "train_seconds": throughput.train_seconds,

@@ -11,6 +11,8 @@ from attention_shapes import SHAPES, _ids, make_inputs
 from np_reference import assert_close, attention as np_attention, attention_grad as np_attention_grad
 
 IMPLS = ["custom", "reference"]
+XLA_ATTENTION = keraslm.ops.build_info().get("xla_attention") == "1"
+needs_xla_lowering = pytest.mark.skipif(not XLA_ATTENTION, reason="this build has no XLA lowering of attention")
 
 def run_tf(impl, q, k, v, causal, kl, dout, dlse=None):
     with keraslm.ops.implementation_scope(impl):
@@ -38,6 +40,43 @@ def test_forward_and_gradients_match_float64(impl, shape, rng):
     for name, g, r in zip("qkv", grads, ref_grads):
         assert np.isfinite(g).all(), f"d{name} has non-finite values"
         assert_close(g, r, 1e-4, 1e-3, f"d{name}")
+
+
+@needs_xla_lowering
+@pytest.mark.parametrize("shape", SHAPES, ids=_ids)
+def test_inside_xla_runs_the_fused_kernels_and_matches_float64(shape, rng):
+    """Inside jit_compile the op lowers to XLA custom calls running the same CPU kernels."""
+    q, k, v, causal, kl = make_inputs(rng, shape)
+    dout = rng.standard_normal(q.shape).astype(np.float32)
+    lens = None if kl is None else tf.constant(kl)
+
+    @tf.function(jit_compile=True)
+    def f(q, k, v):
+        with tf.GradientTape() as tape:
+            tape.watch([q, k, v])
+            out, lse = keraslm.ops.attention(q, k, v, causal=causal, key_lengths=lens, return_lse=True)
+            loss = tf.reduce_sum(out * dout)
+        return [out, lse] + tape.gradient(loss, [q, k, v])
+
+    args = [tf.constant(x) for x in (q, k, v)]
+    hlo = f.experimental_get_compiler_ir(*args)(stage="hlo")
+    assert "keraslm_attention_forward" in hlo and "keraslm_attention_backward" in hlo
+    out, lse, *grads = (x.numpy() for x in f(*args))
+    ref_out, ref_lse = np_attention(q, k, v, causal, kl)
+    assert_close(out, ref_out, 2e-5, 2e-4, "out")
+    assert_close(lse, ref_lse, 2e-5, 2e-5, "lse")
+    for name, g, r in zip("qkv", grads, np_attention_grad(q, k, v, dout, causal, kl)):
+        assert_close(g, r, 1e-4, 1e-3, f"d{name}")
+
+
+@needs_xla_lowering
+def test_inside_xla_bad_key_lengths_fail_with_the_value(rng):
+    q, k, v, _, _ = make_inputs(rng, (2, 4, 5, 2, 2, 8, True, None))
+    f = tf.function(lambda q, k, v, kl: keraslm.ops.attention(q, k, v, key_lengths=kl), jit_compile=True)
+    np.testing.assert_allclose(f(q, k, v, tf.constant([5, 3])).numpy(),
+                               np_attention(q, k, v, False, [5, 3])[0], atol=2e-5)
+    with pytest.raises(tf.errors.OpError, match=r"key_lengths\[1\] must be in \[0, Tk=5\], got 9"):
+        f(q, k, v, tf.constant([2, 9]))
 
 
 @pytest.mark.parametrize("impl", IMPLS)

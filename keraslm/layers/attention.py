@@ -36,11 +36,18 @@ def cache_updates_in_place():
 
 
 def dense(layer, x):
-    """``layer(x)`` for a Keras ``Dense`` layer without activation; one-token
-    steps (``x`` of static shape ``[B, 1, C]``, float32) go through
-    :func:`keraslm.ops.linear`, which streams the weights once per token."""
-    if x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32 and layer.compute_dtype == "float32":
-        return ops.linear(x, layer.kernel, layer.bias if layer.use_bias else None)
+    """``layer(x)`` for a Keras ``Dense`` layer without activation.
+
+    One-token steps (``x`` of static shape ``[B, 1, C]``, float32) go through
+    :func:`keraslm.ops.linear`, which streams the weights once per token; other
+    float32 inputs use bfloat16 products when the matmul precision allows it
+    (:func:`keraslm.ops.set_matmul_precision`)."""
+    if x.dtype == tf.float32 and layer.compute_dtype == "float32":
+        if x.shape.rank == 3 and x.shape[1] == 1:
+            return ops.linear(x, layer.kernel, layer.bias if layer.use_bias else None)
+        y = ops.dense_matmul(x, layer.kernel)
+        if y is not None:
+            return y + layer.bias if layer.use_bias else y
     return layer(x)
 
 

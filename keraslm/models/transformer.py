@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keraslm import ops
 from keraslm.layers import PositionEmbedding, TransformerBlock
 from keraslm.models.base import CausalLM, check_positive_int
 
@@ -105,12 +106,16 @@ class TransformerLM(CausalLM):
 
     def logits_from_features(self, x):
         if self.lm_head is not None:
-            return self.lm_head(x)
+            y = ops.dense_matmul(x, self.lm_head.kernel) if x.shape[1] != 1 else None  # bfloat16 products
+            return self.lm_head(x) if y is None else y
         w = tf.cast(self.wte.embeddings, x.dtype)                                   # [V, C]
         # A 2-D MatMul: TF's batched matmul costs ~50 us more per call, which is
         # a sizeable part of a one-token decoding step.
         rows = tf.reshape(x, [-1, self.width])                                      # [B * T, C]
-        logits = tf.matmul(rows, w, transpose_b=True)                               # [B * T, V]
+        if x.dtype == tf.float32 and x.shape[1] != 1 and ops.bf16_products_active():
+            logits = ops.matmul_bf16(rows, w, transpose_b=True)                     # [B * T, V]
+        else:
+            logits = tf.matmul(rows, w, transpose_b=True)                           # [B * T, V]
         shape = tf.concat([tf.shape(x)[:-1], [self._vocab_size]], 0)
         return tf.ensure_shape(tf.reshape(logits, shape), x.shape[:-1].concatenate([self._vocab_size]))
 

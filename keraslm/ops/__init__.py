@@ -17,19 +17,39 @@ from keraslm.ops._loader import (
 from keraslm.ops.attention import attention, attention_reference
 from keraslm.ops.decoder import decoder_block_step
 from keraslm.ops.linear import linear
+from keraslm.ops.matmul import (
+    amx_bf16_available,
+    bf16_products_active,
+    build_info,
+    dense_matmul,
+    matmul_bf16,
+    matmul_bf16_reference,
+    matmul_precision,
+    matmul_precision_scope,
+    set_matmul_precision,
+)
 from keraslm.ops.sampling import filtered_logprobs, sample, sample_reference
 
 __all__ = [
+    "amx_bf16_available",
     "attention",
     "attention_reference",
+    "bf16_products_active",
+    "build_info",
     "custom_ops_available",
     "decoder_block_step",
+    "dense_matmul",
     "filtered_logprobs",
     "implementation",
     "implementation_scope",
     "linear",
     "load_error",
+    "matmul_bf16",
+    "matmul_bf16_reference",
+    "matmul_precision",
+    "matmul_precision_scope",
     "sample",
     "sample_reference",
     "set_implementation",
+    "set_matmul_precision",
 ]

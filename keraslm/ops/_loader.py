@@ -4,8 +4,8 @@ The switch has three states:
 
 * ``"auto"`` (default): use the custom ops when ``_tf_ops.so`` loads; if it
   does not, warn once and use the pure-TF reference.  Inside an XLA
-  computation (``jit_compile=True``) the reference is used, since XLA cannot
-  compile our ops.
+  computation (``jit_compile=True``) the reference is used, except for the ops
+  the library lowers to XLA custom calls (``matmul_bf16``).
 * ``"custom"``: always use the custom ops; raise if they cannot be loaded or
   are requested inside XLA.
 * ``"reference"``: always use the pure-TF reference (stock TF ops only; this
@@ -140,12 +140,16 @@ def in_xla_context() -> bool:
         return False
 
 
-def use_custom(op_name: str) -> bool:
-    """Resolve the switch for one call of ``op_name``."""
+def use_custom(op_name: str, xla_lowering: bool = False) -> bool:
+    """Resolve the switch for one call of ``op_name``.
+
+    ``xla_lowering``: the op has an XLA lowering in this build, so it may also
+    be used inside jit-compiled functions.
+    """
     impl = implementation()
     if impl == "reference":
         return False
-    xla = in_xla_context()
+    xla = in_xla_context() and not xla_lowering
     if impl == "custom":
         if op_library() is None:
             raise RuntimeError(

@@ -341,3 +341,42 @@ def test_token_cross_entropy_gradient_matches_numpy_and_rejects_bad_labels(rng):
     np.testing.assert_allclose(grad, (p - onehot) / nll.size, atol=1e-7)
     with pytest.raises(tf.errors.InvalidArgumentError, match="11"):
         TokenCrossEntropy()(tf.constant([[0, 11]]), tf.zeros([1, 2, 11]))
+
+
+def test_matmul_precision_setting_values():
+    from keraslm.training import TrainConfig, resolve_matmul_precision
+
+    assert resolve_matmul_precision(TrainConfig(matmul_precision="float32")) == "float32"
+    assert resolve_matmul_precision(TrainConfig(matmul_precision="BFloat16")) == "bfloat16"
+    accelerated = keraslm.ops.amx_bf16_available()
+    assert resolve_matmul_precision(TrainConfig(matmul_precision="auto")) == ("bfloat16" if accelerated else "float32")
+    with keraslm.ops.implementation_scope("reference"):
+        assert resolve_matmul_precision(TrainConfig(matmul_precision="auto")) == "float32"
+    assert TrainConfig.from_preset("gpt-nano").matmul_precision == "auto"
+    with pytest.raises(ValueError, match="matmul_precision must be 'float32', 'bfloat16' or 'auto', got 'fp8'"):
+        resolve_matmul_precision(TrainConfig(matmul_precision="fp8"))
+
+
+@pytest.mark.skipif(not keraslm.ops.amx_bf16_available(), reason="no AMX-BF16 here")
+def test_bfloat16_products_are_used_in_fit_only(corpus, tmp_path, monkeypatch):
+    """matmul_precision applies to the training steps: the dense layers call the bfloat16 op while
+    fit traces; afterwards the process setting is float32 again and the trained model evaluates
+    with float32 products."""
+    from keraslm.ops import matmul as matmul_mod
+
+    calls = []
+    original = matmul_mod._custom
+    monkeypatch.setattr(matmul_mod, "_custom", lambda *a: calls.append(1) or original(*a))
+    with pytest.raises(ValueError, match="matmul_precision must be"):
+        keraslm.train(preset="gpt-nano", data=[corpus], out=str(tmp_path / "bad"), matmul_precision="fp8")
+    assert not os.path.exists(tmp_path / "bad" / "config.json")
+    tok = char_tokenizer()
+    result = keraslm.train(preset="gpt-nano", data=[corpus], model=tiny_model(tok), steps=6, batch_size=4,
+                           block_size=16, out=str(tmp_path / "run"), verbose=0, matmul_precision="bfloat16")
+    assert calls, "the dense layers did not use the bfloat16 product"
+    assert keraslm.ops.matmul_precision() == "float32"
+    model = result["model"]
+    calls.clear()
+    again = keraslm.evaluate(model, [corpus], block_size=16, batch_size=4)
+    assert not calls
+    assert math.isfinite(result["val_loss"]) and math.isfinite(again["loss"])
