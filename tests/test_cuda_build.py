@@ -30,4 +30,5 @@ def test_tf_ops_register_gpu_kernels_in_a_cuda_build():
     assert _loader.op_library() is not None
     for op in ("Keraslm>FlashAttention", "Keraslm>FlashAttentionGrad", "Keraslm>Sample"):
         devices = {k.device_type for k in kernels.get_registered_kernels_for_op(op).kernel}
-        assert devices == {"CPU", "GPU"}, (op, devices)
+        # XLA_CPU_JIT: the XLA lowering (custom call) of the attention ops, where the build has it.
+        assert devices - {"XLA_CPU_JIT"} == {"CPU", "GPU"}, (op, devices)

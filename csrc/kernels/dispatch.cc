@@ -1,10 +1,11 @@
 // Run-time choice of the instruction-set variant of the fast kernels.
-// attention_cpu.cc, sampling_cpu.cc and linear_cpu.cc are compiled once per variant, each
+// attention_cpu.cc, sampling_cpu.cc, linear_cpu.cc and layer_norm_cpu.cc are compiled once per variant, each
 // into namespace keraslm::<isa>; this file picks one per process.
 #include <cstdlib>
 #include <cstring>
 
 #include "kernels/attention.h"
+#include "kernels/layer_norm.h"
 #include "kernels/linear.h"
 #include "kernels/sampling.h"
 
@@ -17,6 +18,8 @@ namespace keraslm {
   void sample(const SamplingParams& p, const Parallel& par);                   \
   void linear_forward(const LinearParams& p, const Parallel& par);             \
   void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1);  \
+  void layer_norm_forward(const LayerNormParams& p, const Parallel& par);      \
+  void layer_norm_backward(const LayerNormGradParams& g, const Parallel& par); \
   }
 KERASLM_DECLARE_VARIANT(generic)
 KERASLM_DECLARE_VARIANT(avx2)
@@ -97,6 +100,22 @@ void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1) {
     case Isa::kAvx512: return avx512::linear_forward_columns(p, n0, n1);
     case Isa::kAvx2: return avx2::linear_forward_columns(p, n0, n1);
     default: return generic::linear_forward_columns(p, n0, n1);
+  }
+}
+
+void layer_norm_forward(const LayerNormParams& p, const Parallel& par) {
+  switch (isa()) {
+    case Isa::kAvx512: return avx512::layer_norm_forward(p, par);
+    case Isa::kAvx2: return avx2::layer_norm_forward(p, par);
+    default: return generic::layer_norm_forward(p, par);
+  }
+}
+
+void layer_norm_backward(const LayerNormGradParams& g, const Parallel& par) {
+  switch (isa()) {
+    case Isa::kAvx512: return avx512::layer_norm_backward(g, par);
+    case Isa::kAvx2: return avx2::layer_norm_backward(g, par);
+    default: return generic::layer_norm_backward(g, par);
   }
 }
 

@@ -96,7 +96,7 @@ ffi::Error BackwardFfi(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffe
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kForwardHandler, ForwardFfi,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keraslm_attention_forward_ffi, ForwardFfi,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -109,7 +109,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(kForwardHandler, ForwardFfi,
                                   .Attr<float>("scale")
                                   .Attr<bool>("use_key_lengths"));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kBackwardHandler, BackwardFfi,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keraslm_attention_backward_ffi, BackwardFfi,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -207,8 +207,8 @@ REGISTER_KERNEL_BUILDER(Name("Keraslm>FlashAttentionGrad").Device(tensorflow::DE
                         FlashAttentionGradXlaOp);
 
 const bool registered =
-    ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kForwardTarget, "Host", kForwardHandler) == nullptr &&
-    ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kBackwardTarget, "Host", kBackwardHandler) == nullptr;
+    ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kForwardTarget, "Host", keraslm_attention_forward_ffi) == nullptr &&
+    ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kBackwardTarget, "Host", keraslm_attention_backward_ffi) == nullptr;
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/gemm_bf16.h"
+#include "tf/layer_norm_glue.h"
 #include "tf/matmul_bf16_glue.h"
 #include "tf/tf_common.h"
 
@@ -63,6 +64,8 @@ class BuildInfoOp : public OpKernel {
     info += matmul_bf16_xla_lowering_registered() ? "1" : "0";
     info += ";xla_attention=";
     info += attention_xla_lowering_registered() ? "1" : "0";
+    info += ";xla_layer_norm=";
+    info += layer_norm_xla_lowering_registered() ? "1" : "0";
     out->scalar<tensorflow::tstring>()() = info;
   }
 };

@@ -37,7 +37,7 @@ ffi::Error MatmulBf16Ffi(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a, ffi::Buf
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(kMatmulBf16Handler, MatmulBf16Ffi,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(keraslm_matmul_bf16_ffi, MatmulBf16Ffi,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -81,7 +81,7 @@ class MatmulBf16XlaOp : public tensorflow::XlaOpKernel {
 REGISTER_KERNEL_BUILDER(Name("Keraslm>MatmulBf16").Device(tensorflow::DEVICE_CPU_XLA_JIT), MatmulBf16XlaOp);
 
 const bool registered =
-    ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kTarget, "Host", kMatmulBf16Handler) == nullptr;
+    ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kTarget, "Host", keraslm_matmul_bf16_ffi) == nullptr;
 
 }  // namespace
 

@@ -51,6 +51,16 @@ def dense(layer, x):
     return layer(x)
 
 
+def layer_norm(layer, x):
+    """``layer(x)`` for a Keras ``LayerNormalization`` over the last axis; float32
+    inputs go through :func:`keraslm.ops.layer_norm` (one fused pass forward and
+    one backward with the custom ops, also inside XLA)."""
+    if (x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.axis in (-1, [-1]) and layer.scale
+            and not layer.rms_scaling):
+        return ops.layer_norm(x, layer.gamma, layer.beta if layer.center else None, layer.epsilon)
+    return layer(x)
+
+
 @keras.saving.register_keras_serializable(package="keraslm")
 class CausalSelfAttention(keras.layers.Layer):
     """GPT-2 style causal self-attention (``c_attn`` -> fused attention -> ``c_proj``).

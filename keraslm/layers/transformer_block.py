@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keraslm import ops
 from keraslm.layers import attention as attention_module
-from keraslm.layers.attention import CausalSelfAttention, dense
+from keraslm.layers.attention import CausalSelfAttention, dense, layer_norm
 from keraslm.ops import _loader
 
 
@@ -80,7 +80,7 @@ class TransformerBlock(keras.layers.Layer):
 
     def _norm(self, layer, x, training):
         if not self._fuse(training):
-            return layer(x)
+            return layer_norm(layer, x)
         beta = tf.convert_to_tensor(layer.beta) if layer.center else None
         y = _fused_layer_norm(x, tf.convert_to_tensor(layer.gamma), beta, layer.epsilon)
         return tf.cast(y, layer.compute_dtype)

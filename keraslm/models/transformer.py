@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keraslm import ops
 from keraslm.layers import PositionEmbedding, TransformerBlock
+from keraslm.layers.attention import layer_norm
 from keraslm.models.base import CausalLM, check_positive_int
 
 
@@ -102,7 +103,7 @@ class TransformerLM(CausalLM):
         x = self._embed(token_ids, positions, training)
         for block in self.blocks:
             x = block(x, training=training)
-        return self.ln_f(x)                                                        # [B, T, C]
+        return layer_norm(self.ln_f, x)                                            # [B, T, C]
 
     def logits_from_features(self, x):
         if self.lm_head is not None:

@@ -16,6 +16,7 @@ from keraslm.ops._loader import (
 )
 from keraslm.ops.attention import attention, attention_reference
 from keraslm.ops.decoder import decoder_block_step
+from keraslm.ops.layer_norm import layer_norm, layer_norm_reference
 from keraslm.ops.linear import linear
 from keraslm.ops.matmul import (
     amx_bf16_available,
@@ -42,6 +43,8 @@ __all__ = [
     "filtered_logprobs",
     "implementation",
     "implementation_scope",
+    "layer_norm",
+    "layer_norm_reference",
     "linear",
     "load_error",
     "matmul_bf16",
