@@ -15,6 +15,7 @@
 #include "tf/attention_checks.h"
 #include "tf/matmul_bf16_glue.h"
 #include "tf/xla_ffi.h"
+#include "tf/xla_lowering.h"
 #include "xla/hlo/builder/xla_builder.h"
 
 namespace keraslm {
@@ -135,29 +136,6 @@ std::string attributes(const AttentionAttrs& a, const bool* use_dlse) {
   return s + "}";
 }
 
-xla::Shape row_major(xla::PrimitiveType type, const TensorShape& shape) {
-  const auto dims = shape.dim_sizes();
-  return xla::ShapeUtil::MakeShapeWithDescendingLayout(type, std::vector<int64_t>(dims.begin(), dims.end()));
-}
-
-// Custom call with row-major operands and a tuple of row-major results.
-std::vector<xla::XlaOp> custom_call(tensorflow::XlaOpKernelContext* ctx, const char* target, int num_inputs,
-                                    const std::vector<xla::Shape>& result_shapes, const std::string& attrs) {
-  std::vector<xla::XlaOp> operands;
-  std::vector<xla::Shape> operand_shapes;
-  for (int i = 0; i < num_inputs; ++i) {
-    operands.push_back(ctx->Input(i));
-    operand_shapes.push_back(row_major(i == 3 ? xla::S32 : xla::F32, ctx->InputShape(i)));
-  }
-  xla::XlaOp call = xla::CustomCallWithLayout(
-      ctx->builder(), target, operands, xla::ShapeUtil::MakeTupleShape(result_shapes), operand_shapes, attrs,
-      /*has_side_effect=*/false, /*output_operand_aliasing=*/{}, /*literal=*/nullptr,
-      xla::CustomCallSchedule::SCHEDULE_NONE, xla::CustomCallApiVersion::API_VERSION_TYPED_FFI);
-  std::vector<xla::XlaOp> results;
-  for (size_t i = 0; i < result_shapes.size(); ++i) results.push_back(xla::GetTupleElement(call, i));
-  return results;
-}
-
 class FlashAttentionXlaOp : public tensorflow::XlaOpKernel {
  public:
   explicit FlashAttentionXlaOp(tensorflow::OpKernelConstruction* ctx) : XlaOpKernel(ctx), attrs_(ctx) {}
@@ -166,12 +144,8 @@ class FlashAttentionXlaOp : public tensorflow::XlaOpKernel {
     AttentionShape s;
     OP_REQUIRES_OK(ctx, ValidateShapes(ctx->InputShape(0), ctx->InputShape(1), ctx->InputShape(2),
                                        ctx->InputShape(3), attrs_, &s));
-    const auto results = custom_call(
-        ctx, kForwardTarget, 4,
-        {row_major(xla::F32, ctx->InputShape(0)), row_major(xla::F32, TensorShape({s.B, s.H, s.Tq}))},
-        attributes(attrs_, nullptr));
-    ctx->SetOutput(0, results[0]);
-    ctx->SetOutput(1, results[1]);
+    lower_to_custom_call(ctx, kForwardTarget, {dims_of(ctx->InputShape(0)), {s.B, s.H, s.Tq}},
+                         attributes(attrs_, nullptr));
   }
 
  private:
@@ -190,10 +164,8 @@ class FlashAttentionGradXlaOp : public tensorflow::XlaOpKernel {
                                        ctx->InputShape(3), attrs_, &s));
     OP_REQUIRES_OK(ctx, ValidateGradShapes(ctx->InputShape(0), ctx->InputShape(4), ctx->InputShape(5),
                                            ctx->InputShape(6), ctx->InputShape(7), s, use_dlse_));
-    const xla::Shape kv = row_major(xla::F32, ctx->InputShape(1));
-    const auto results = custom_call(ctx, kBackwardTarget, 8, {row_major(xla::F32, ctx->InputShape(0)), kv, kv},
-                                     attributes(attrs_, &use_dlse_));
-    for (int i = 0; i < 3; ++i) ctx->SetOutput(i, results[i]);
+    const auto kv = dims_of(ctx->InputShape(1));
+    lower_to_custom_call(ctx, kBackwardTarget, {dims_of(ctx->InputShape(0)), kv, kv}, attributes(attrs_, &use_dlse_));
   }
 
  private:

@@ -12,6 +12,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tf/layer_norm_glue.h"
 #include "tf/xla_ffi.h"
+#include "tf/xla_lowering.h"
 #include "xla/hlo/builder/xla_builder.h"
 
 namespace keraslm {
@@ -88,33 +89,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(keraslm_layer_norm_backward_ffi, BackwardFfi,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<bool>("use_beta"));
 
-std::vector<int64_t> dims_of(const tensorflow::TensorShape& s) {
-  const auto d = s.dim_sizes();
-  return std::vector<int64_t>(d.begin(), d.end());
-}
-
-xla::Shape row_major(const std::vector<int64_t>& dims) {
-  return xla::ShapeUtil::MakeShapeWithDescendingLayout(xla::F32, dims);
-}
-
-// Custom call over the op's inputs (row-major) returning a tuple of row-major results.
-void lower(tensorflow::XlaOpKernelContext* ctx, const char* target, const std::vector<std::vector<int64_t>>& outs,
-           const std::string& attrs) {
-  std::vector<xla::XlaOp> operands;
-  std::vector<xla::Shape> operand_shapes;
-  for (int i = 0; i < ctx->num_inputs(); ++i) {
-    operands.push_back(ctx->Input(i));
-    operand_shapes.push_back(row_major(dims_of(ctx->InputShape(i))));
-  }
-  std::vector<xla::Shape> result_shapes;
-  for (const auto& d : outs) result_shapes.push_back(row_major(d));
-  xla::XlaOp call = xla::CustomCallWithLayout(
-      ctx->builder(), target, operands, xla::ShapeUtil::MakeTupleShape(result_shapes), operand_shapes, attrs,
-      /*has_side_effect=*/false, /*output_operand_aliasing=*/{}, /*literal=*/nullptr,
-      xla::CustomCallSchedule::SCHEDULE_NONE, xla::CustomCallApiVersion::API_VERSION_TYPED_FFI);
-  for (size_t i = 0; i < outs.size(); ++i) ctx->SetOutput(i, xla::GetTupleElement(call, i));
-}
-
 class LayerNormXlaOp : public tensorflow::XlaOpKernel {
  public:
   explicit LayerNormXlaOp(tensorflow::OpKernelConstruction* ctx) : XlaOpKernel(ctx) {
@@ -129,7 +103,7 @@ class LayerNormXlaOp : public tensorflow::XlaOpKernel {
                                                use_beta_, epsilon_, &R, &C);
     OP_REQUIRES(ctx, error.empty(), tensorflow::errors::InvalidArgument(error));
     const std::vector<int64_t> rows(x.begin(), x.end() - 1);
-    lower(ctx, kForwardTarget, {x, rows, rows},
+    lower_to_custom_call(ctx, kForwardTarget, {x, rows, rows},
           "{epsilon = " + mlir_f32(epsilon_) + ", use_beta = " + mlir_bool(use_beta_) + "}");
   }
 
@@ -152,7 +126,7 @@ class LayerNormGradXlaOp : public tensorflow::XlaOpKernel {
       error = layer_norm_grad_check(dims_of(ctx->InputShape(0)), x, dims_of(ctx->InputShape(3)),
                                     dims_of(ctx->InputShape(4)));
     OP_REQUIRES(ctx, error.empty(), tensorflow::errors::InvalidArgument(error));
-    lower(ctx, kBackwardTarget, {x, gamma, {use_beta_ ? C : 0}},
+    lower_to_custom_call(ctx, kBackwardTarget, {x, gamma, {use_beta_ ? C : 0}},
           std::string("{use_beta = ") + mlir_bool(use_beta_) + "}");
   }
 

@@ -14,6 +14,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tf/matmul_bf16_glue.h"
 #include "tf/xla_ffi.h"
+#include "tf/xla_lowering.h"
 #include "xla/hlo/builder/xla_builder.h"
 
 namespace keraslm {
@@ -60,14 +61,7 @@ class MatmulBf16XlaOp : public tensorflow::XlaOpKernel {
     OP_REQUIRES(ctx, error.empty(), tensorflow::errors::InvalidArgument(error));
     const std::string attrs =
         std::string("{transpose_a = ") + mlir_bool(ta_) + ", transpose_b = " + mlir_bool(tb_) + "}";
-    xla::XlaOp c = xla::CustomCallWithLayout(
-        ctx->builder(), kTarget, {ctx->Input(0), ctx->Input(1)},
-        xla::ShapeUtil::MakeShapeWithDescendingLayout(xla::F32, {d.M, d.N}),
-        {xla::ShapeUtil::MakeShapeWithDescendingLayout(xla::F32, {as[0], as[1]}),
-         xla::ShapeUtil::MakeShapeWithDescendingLayout(xla::F32, {bs[0], bs[1]})},
-        attrs, /*has_side_effect=*/false, /*output_operand_aliasing=*/{}, /*literal=*/nullptr,
-        xla::CustomCallSchedule::SCHEDULE_NONE, xla::CustomCallApiVersion::API_VERSION_TYPED_FFI);
-    ctx->SetOutput(0, c);
+    lower_to_custom_call(ctx, kTarget, {{d.M, d.N}}, attrs);
   }
 
  private:
