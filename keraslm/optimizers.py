@@ -61,7 +61,7 @@ class AdamW(keras.optimizers.AdamW):
 
 
 def make_optimizer(name, learning_rate, *, weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=0.0,
-                   momentum=0.0):
+                   momentum=0.0, ema_momentum=0.0):
     """Builds ``"adamw"``, ``"adam"`` or ``"sgd"`` with global-norm clipping.
 
     AdamW decays every weight except LayerNorm parameters, biases and embeddings.
@@ -73,12 +73,19 @@ def make_optimizer(name, learning_rate, *, weight_decay=0.0, beta1=0.9, beta2=0.
         beta1, beta2: Adam betas.
         grad_clip: clip gradients to this global norm (0 = off).
         momentum: SGD momentum.
+        ema_momentum: keep an exponential moving average of the weights with this momentum
+            (Keras ``use_ema``; 0 = off). Keras copies the average into the weights at the end
+            of ``fit`` (``finalize_variable_values``).
     """
-    clip = {"global_clipnorm": grad_clip} if grad_clip and grad_clip > 0 else {}
+    if not 0.0 <= ema_momentum < 1.0:
+        raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
+    extra = {"global_clipnorm": grad_clip} if grad_clip and grad_clip > 0 else {}
+    if ema_momentum > 0:
+        extra.update(use_ema=True, ema_momentum=ema_momentum)
     if name == "adamw":
-        return AdamW(learning_rate, weight_decay=weight_decay, beta_1=beta1, beta_2=beta2, **clip)
+        return AdamW(learning_rate, weight_decay=weight_decay, beta_1=beta1, beta_2=beta2, **extra)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, beta_1=beta1, beta_2=beta2, **clip)
+        return keras.optimizers.Adam(learning_rate, beta_1=beta1, beta_2=beta2, **extra)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, **clip)
+        return keras.optimizers.SGD(learning_rate, momentum=momentum, **extra)
     raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {name!r}")

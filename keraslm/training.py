@@ -52,6 +52,8 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0              # global-norm clipping (0 = off)
+    ema_momentum: float = 0.0           # exponential moving average of the weights (Keras use_ema; 0 = off): the
+                                        # final model (saved, evaluated, returned) holds the average
     dropout: float = -1.0               # model dropout (-1 = the preset's)
     model_args: dict = dataclasses.field(default_factory=dict)  # preset constructor overrides (CLI: JSON)
     validation_fraction: float = 0.1    # last fraction of the corpus held out
@@ -180,7 +182,7 @@ def compile_model(model, cfg):
         lr = WarmupCosine(cfg.learning_rate, min(cfg.min_learning_rate, cfg.learning_rate),
                           min(cfg.warmup_steps, decay), decay)
     opt = make_optimizer(cfg.optimizer, lr, weight_decay=cfg.weight_decay, beta1=cfg.beta1, beta2=cfg.beta2,
-                         grad_clip=cfg.grad_clip)
+                         grad_clip=cfg.grad_clip, ema_momentum=cfg.ema_momentum)
     xla = _use_xla(cfg, model)
     if cfg.steps_per_execution < 0:
         raise ValueError(f"steps_per_execution must be >= 0 (0 = auto), got {cfg.steps_per_execution!r}")
@@ -328,6 +330,8 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
     for name in ("steps", "batch_size", "block_size", "checkpoint_every"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+    if not 0.0 <= cfg.ema_momentum < 1.0:
+        raise ValueError(f"ema_momentum must be in [0, 1), got {cfg.ema_momentum!r}")
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -376,6 +380,12 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     ]
     history, t0 = None, time.perf_counter()
     full_epochs, rest = divmod(cfg.steps, spe)
+    # With a weight average, Keras copies it into the weights at the end of
+    # every fit call; a run may take two calls (or none, when resuming a
+    # finished run), so the copy is made once, after the last one.
+    finalize = getattr(model.optimizer, "finalize_variable_values", None)
+    if cfg.ema_momentum > 0:
+        model.optimizer.finalize_variable_values = lambda variables: None
     with ops.matmul_precision_scope(resolve_matmul_precision(cfg)):
         if done < full_epochs * spe:
             history = model.fit(train_from(done), epochs=full_epochs, initial_epoch=done // spe, steps_per_epoch=spe,
@@ -383,6 +393,9 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
         if rest and done < cfg.steps:
             history = model.fit(train_from(max(done, full_epochs * spe)), epochs=1, steps_per_epoch=rest,
                                 validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
+    if cfg.ema_momentum > 0:
+        del model.optimizer.finalize_variable_values
+        finalize(model.trainable_variables)
     # Keras keeps the evaluation function traced during fit; the final
     # evaluation below must be traced again, at the default precision.
     model.test_function = None

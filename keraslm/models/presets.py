@@ -43,6 +43,8 @@ PRESETS = {
     # the untied head adds only vocab x 128 weights (about 1% of the model).
     # Training uses bfloat16 products where AMX runs them (matmul_precision "auto"): the same
     # validation loss as float32 products on this recipe (1.852 / 1.838 for seeds 1337 / 1, both ways).
+    # The final weights are an exponential moving average (momentum 0.99) of the trained ones:
+    # 1.845 / 1.833 / 1.845 for seeds 1337 / 1 / 2, against 1.852 / 1.838 / 1.850 without.
     "gpt-nano": {
         "family": "transformer",
         "tokenizer": "char",
@@ -50,7 +52,7 @@ PRESETS = {
                   "use_bias": True, "tie_embeddings": False},
         "train": {"block_size": 64, "batch_size": 12, "steps": 2000, "optimizer": "adamw", "learning_rate": 1e-3,
                   "min_learning_rate": 1e-4, "warmup_steps": 100, "beta2": 0.99, "weight_decay": 0.1,
-                  "grad_clip": 1.0, "matmul_precision": "auto"},
+                  "grad_clip": 1.0, "matmul_precision": "auto", "ema_momentum": 0.99},
     },
     # nanoGPT's shakespeare_char model.
     "gpt-mini": {

@@ -267,7 +267,8 @@ def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(corpus, tm
     before = keras.mixed_precision.dtype_policy().name
     result = keraslm.train(preset="gpt-nano", data=[corpus], steps=6, batch_size=4, block_size=16,
                            checkpoint_every=3, eval_steps=1, warmup_steps=1, out=out, verbose=0,
-                           mixed_precision="on", model_args={"num_layers": 1, "num_heads": 2, "width": 16})
+                           mixed_precision="on", model_args={"num_layers": 1, "num_heads": 2, "width": 16},
+                           ema_momentum=0.0)  # the final weights are then the checkpoint's
     assert keras.mixed_precision.dtype_policy().name == before      # the policy was this run's only
     trained = keras.saving.load_model(os.path.join(out, "checkpoints", "last.keras"))
     assert trained.dtype_policy.name == "mixed_bfloat16" and trained.compute_dtype == "bfloat16"
@@ -380,3 +381,27 @@ def test_bfloat16_products_are_used_in_fit_only(corpus, tmp_path, monkeypatch):
     again = keraslm.evaluate(model, [corpus], block_size=16, batch_size=4)
     assert not calls
     assert math.isfinite(result["val_loss"]) and math.isfinite(again["loss"])
+
+
+def test_weight_average_is_applied_once_at_the_end(corpus, tmp_path):
+    """With ema_momentum the final model holds the average; a run split into two fit calls (6 steps
+    as 4 + 2) ends with the same weights as one call, and differs from the run without averaging.
+    (Keras would copy the average into the weights at the end of each call, and the second call
+    would continue from it.)"""
+    tok = char_tokenizer()
+
+    def run(name, **kw):
+        res = keraslm.train(preset="gpt-nano", data=[corpus], model=tiny_model(tok), steps=6, batch_size=4,
+                            block_size=16, warmup_steps=1, out=str(tmp_path / name), verbose=0, jit_compile="off",
+                            matmul_precision="float32", **kw)
+        return [v.numpy() for v in res["model"].trainable_variables]
+
+    one_call = run("one", ema_momentum=0.9, checkpoint_every=6)
+    two_calls = run("two", ema_momentum=0.9, checkpoint_every=4)
+    plain = run("plain", ema_momentum=0.0, checkpoint_every=6)
+    for a, b in zip(one_call, two_calls):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert max(np.abs(a - b).max() for a, b in zip(one_call, plain)) > 1e-4
+    assert keraslm.TrainConfig.from_preset("gpt-nano").ema_momentum == 0.99
+    with pytest.raises(ValueError, match=r"ema_momentum must be in \[0, 1\), got 1.5"):
+        keraslm.train(preset="gpt-nano", data=[corpus], out=str(tmp_path / "bad"), ema_momentum=1.5)
