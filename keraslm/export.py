@@ -32,14 +32,16 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from keraslm import ops
+from keraslm.atomic import publish_directory, temporary_directory
 from keraslm.generation.decode import sampling_loop
 from keraslm.generation.settings import start_token
+from keraslm.ops.sampling import SETTING_RULES
+from keraslm.validation import assert_all, is_integer, non_negative_int
 
 log = logging.getLogger("keraslm")
 
@@ -52,21 +54,7 @@ _TWO_31 = 2**31
 # In-graph validation
 # ---------------------------------------------------------------------------
 
-def _require(ok, values, name, rule):
-    """Asserts ``ok`` everywhere, reporting the first offending entry of ``values`` ([N] or [B, T])."""
-    ok_flat = tf.concat([tf.reshape(ok, [-1]), [False]], 0)
-    first = tf.argmin(tf.cast(ok_flat, tf.int32), output_type=tf.int32)
-    value = tf.gather(tf.concat([tf.reshape(values, [-1]), tf.zeros([1], values.dtype)], 0), first)
-    if values.shape.rank == 2:
-        width = tf.maximum(tf.shape(values)[1], 1)
-        where, first = "{}, {}", (first // width, first % width)
-    else:
-        where, first = "{}", (first,)
-    message = tf.strings.format(f"{name} {rule}; got {name}[{where}] = {{}}", (*first, value))
-    return tf.debugging.Assert(tf.reduce_all(ok), [message])
-
-
-def _per_row(value, B, name):
+def _broadcast_rows(value, B, name):
     """A setting given as a scalar, ``[1]`` or ``[B]`` -> ``[B]``."""
     n = tf.size(value)
     ok = (tf.rank(value) <= 1) & ((n == 1) | (n == B))
@@ -74,6 +62,12 @@ def _per_row(value, B, name):
                                 f"for {{}} prompts", (tf.shape(value), B))
     with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
         return tf.broadcast_to(tf.reshape(value, [-1]), [B])                 # [B]
+
+
+def _check_setting(values, name):
+    """The sampler's own rule for setting ``name`` (``keraslm.ops.sampling.SETTING_RULES``), asserted in the graph."""
+    _, valid, rule = SETTING_RULES[name]
+    return assert_all(valid(values), values, name, rule)
 
 
 def _seed_pairs(seed):
@@ -142,8 +136,8 @@ class ServingModule(tf.Module):
             checks = [self._check_ids(token_ids),
                       tf.debugging.assert_equal(tf.shape(lengths), tf.shape(token_ids)[:1],
                                                 message="lengths must have one value per row of token_ids"),
-                      _require((lengths >= 0) & (lengths <= T), lengths, "lengths",
-                               "must be in [0, T] (T = the width of token_ids)")]
+                      assert_all((lengths >= 0) & (lengths <= T), lengths, "lengths",
+                                 "must be in [0, T] (T = the width of token_ids)")]
             with tf.control_dependencies(checks):
                 return self._score(tf.identity(token_ids), tf.identity(lengths))
 
@@ -163,7 +157,8 @@ class ServingModule(tf.Module):
 
     def _check_ids(self, token_ids):
         V = self._vocab_size
-        return _require((token_ids >= 0) & (token_ids < V), token_ids, "token_ids", f"must be in [0, {V})")
+        return assert_all((token_ids >= 0) & (token_ids < V), token_ids, "token_ids", f"must be in [0, {V})",
+                          width=tf.shape(token_ids)[1])
 
     def _tokenize(self, prompts, keep, start=None):
         """strings [B] -> (ids [B, P] right padded, lengths [B]); rows keep their last ``keep`` [B] tokens."""
@@ -187,15 +182,14 @@ class ServingModule(tf.Module):
         prompts = tf.reshape(prompts, [-1])                                   # [B]
         B = tf.shape(prompts)[0]
         max_new, temperature, top_k, top_p, seed = (
-            _per_row(v, B, n) for v, n in ((max_new_tokens, "max_new_tokens"), (temperature, "temperature"),
+            _broadcast_rows(v, B, n) for v, n in ((max_new_tokens, "max_new_tokens"), (temperature, "temperature"),
                                            (top_k, "top_k"), (top_p, "top_p"), (seed, "seed")))
         checks = [
-            _require((max_new >= 0) & (max_new <= self._limit), max_new, "max_new_tokens",
-                     f"must be in [0, {self._limit}]"),
-            _require(tf.math.is_finite(temperature) & (temperature >= 0), temperature, "temperature",
-                     "must be finite and >= 0 (0 = greedy)"),
-            _require(top_k >= 0, top_k, "top_k", "must be >= 0 (0 = off)"),
-            _require((top_p > 0) & (top_p <= 1), top_p, "top_p", "must be in (0, 1] (1 = off)"),
+            assert_all((max_new >= 0) & (max_new <= self._limit), max_new, "max_new_tokens",
+                       f"must be in [0, {self._limit}]"),
+            _check_setting(temperature, "temperature"),
+            _check_setting(top_k, "top_k"),
+            _check_setting(top_p, "top_p"),
         ]
         with tf.control_dependencies(checks):
             max_new, temperature, top_k, top_p, seed = map(tf.identity, (max_new, temperature, top_k, top_p, seed))
@@ -269,14 +263,6 @@ def _batching_params(sizes):
     return "\n".join(lines + [f"allowed_batch_sizes: {s}" for s in sizes]) + "\n"
 
 
-def _fsync(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens_limit=None,
            batch_bucket=(1, 2, 4, 8, 16, 32)):
     """Exports ``model`` as ``export_base/<version>/`` for TF Serving (see the module docstring).
@@ -344,7 +330,7 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
     context = model.max_length
     limit = (context - 1 if context is not None else DEFAULT_UNBOUNDED_LIMIT) if max_new_tokens_limit is None \
         else max_new_tokens_limit
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0 or (context is not None and limit >= context):
+    if not is_integer(limit) or limit < 0 or (context is not None and limit >= context):
         raise ValueError(f"max_new_tokens_limit must be an integer in [0, {context}) (the model's context), "
                          f"got {limit!r}" if context is not None else
                          f"max_new_tokens_limit must be a non-negative integer, got {limit!r}")
@@ -358,18 +344,14 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
         raise ValueError(f"cannot create the export base {export_base}: {e}") from None
     if version is None:
         version = next_version(export_base)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(f"version must be a non-negative integer, got {version!r}")
+    non_negative_int("version", version)
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):
         raise ValueError(f"version {version} already exists at {final}; choose another version")
 
     model.build_for_inference()
-    tmp = tempfile.mkdtemp(prefix=f".tmp-export-{version}-", dir=export_base)
+    tmp = temporary_directory(export_base, f"export-{version}-")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)                    # mkdtemp creates 0700; a server may run as another user
         quiet = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
         for name in quiet:                                # TF's notes on renamed captures and assets
             logging.getLogger(name).setLevel(logging.ERROR)
@@ -384,16 +366,12 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
         if params is not None:
             with open(os.path.join(tmp, "batching_params.pbtxt"), "w") as f:
                 f.write(params)
-        for directory, _, files in os.walk(tmp):
-            for name in files + ["."]:
-                _fsync(os.path.join(directory, name))
-        if os.path.exists(final):
-            raise ValueError(f"version {version} already exists at {final}; choose another version")
         try:
-            os.rename(tmp, final)
+            publish_directory(tmp, final)
+        except FileExistsError:
+            raise ValueError(f"version {version} already exists at {final}; choose another version") from None
         except OSError as e:
             raise ValueError(f"cannot move the export into {final}: {e}") from None
-        _fsync(export_base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

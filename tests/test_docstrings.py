@@ -6,9 +6,11 @@ import importlib
 import pytest
 
 MODULES = [
+    "keraslm.atomic",
     "keraslm.ops._loader",
     "keraslm.ops.attention",
     "keraslm.ops.sampling",
+    "keraslm.validation",
 ]
 
 

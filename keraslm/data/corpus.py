@@ -25,6 +25,7 @@ from keraslm.data.cleaning import as_cleaner
 from keraslm.data.sources import Corpus, resolve_files
 from keraslm.data.tokenizer_base import PAD_ID, Tokenizer
 from keraslm.data.tokenizers import tokenizer_from_name
+from keraslm.validation import positive_int
 
 __all__ = ["classification_dataset", "fit_tokenizer", "lm_dataset", "resolve_files", "text_windows"]
 
@@ -98,8 +99,8 @@ def lm_dataset(files_or_texts, tokenizer, *, block_size, batch_size, split="trai
         >>> tok.detokenize(x).numpy().tolist(), tok.detokenize(y).numpy().tolist()
         ([b'abcd', b'efgh'], [b'bcde', b'fghi'])
     """
-    _check_positive("batch_size", batch_size)
-    _check_positive("shuffle_buffer", shuffle_buffer)
+    positive_int("batch_size", batch_size)
+    positive_int("shuffle_buffer", shuffle_buffer)
     windows, n_windows = _windows(files_or_texts, tokenizer, block_size, split, validation_fraction, cleaning)
     training = split != "validation"
     if n_windows is not None and training and n_windows < batch_size:
@@ -172,9 +173,9 @@ def classification_dataset(texts, labels, tokenizer, *, batch_size, max_length=N
         >>> ids.numpy().tolist(), y.numpy().tolist()
         ([[2, 3, 4], [2, 0, 0]], [1, 0])
     """
-    _check_positive("batch_size", batch_size)
+    positive_int("batch_size", batch_size)
     if max_length is not None:
-        _check_positive("max_length", max_length)
+        positive_int("max_length", max_length)
     _check_tokenizer(tokenizer)
     cleaner = as_cleaner(cleaning)
     texts = tf.reshape(tf.convert_to_tensor(texts, dtype=tf.string), [-1])  # [N]
@@ -205,7 +206,7 @@ def classification_dataset(texts, labels, tokenizer, *, batch_size, max_length=N
 
 def _windows(source, tokenizer, block_size, split, validation_fraction, cleaning):
     """(windows dataset, number of windows or None when unknown before reading)."""
-    _check_positive("block_size", block_size)
+    positive_int("block_size", block_size)
     block_size = int(block_size)
     _check_tokenizer(tokenizer)
     cleaner = as_cleaner(cleaning)
@@ -256,11 +257,6 @@ def _count_tokens(tokens, limit):
 
 def _shift(windows):  # [B, T + 1] -> x, y: [B, T]
     return windows[:, :-1], windows[:, 1:]
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"expected {name} to be a positive integer, got {value!r}")
 
 
 def _check_tokenizer(tokenizer):

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from keraslm.data.tokenizer_base import PAD_TOKEN
+from keraslm.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +56,7 @@ def load_word_vectors(path, vocabulary, *, dim=None, lowercase=False, seed=0, sc
     tokens = list(getattr(vocabulary, "vocabulary", vocabulary))
     if not tokens:
         raise ValueError("expected a non-empty vocabulary, got []")
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise ValueError(f"expected dim to be a positive integer or None, got {dim!r}")
+    positive_int("dim", dim, allow_none=True)
     fold = str.lower if lowercase else (lambda w: w)
     rows = {}  # folded token -> vocabulary rows
     for i, token in enumerate(tokens):

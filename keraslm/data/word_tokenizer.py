@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from keraslm.data.tokenizer_base import RESERVED_TOKENS, UNK_ID, Tokenizer
+from keraslm.validation import positive_int
 
 NORMALIZATION_FORMS = ("NFC", "NFKC", "NFD", "NFKD")
 
@@ -121,8 +122,7 @@ class WordTokenizer(Tokenizer):
                                        or max_tokens <= len(RESERVED_TOKENS)):
             raise ValueError(f"expected max_tokens to be an integer > {len(RESERVED_TOKENS)} or None, "
                              f"got {max_tokens!r}")
-        if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
-            raise ValueError(f"expected min_count to be a positive integer, got {min_count!r}")
+        positive_int("min_count", min_count)
         self.max_tokens = max_tokens
         self.min_count = min_count
         self._table = None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import weakref
 
-import numpy as np
 import tensorflow as tf
 
 from keraslm.generation.decode import make_sampling_loop
 from keraslm.generation.settings import prepare, truncate_at_stop
+from keraslm.validation import positive_int
 
 _LOOPS = weakref.WeakKeyDictionary()
 
@@ -68,8 +68,7 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
     """
     batch = prepare(model, prompts, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                     seed, stop)
-    if isinstance(num_beams, bool) or not isinstance(num_beams, (int, np.integer)) or num_beams < 1:
-        raise ValueError(f"num_beams must be a positive integer, got {num_beams!r}")
+    positive_int("num_beams", num_beams)
     if num_beams > 1:
         from keraslm.generation.beam import beam_search
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 
 import numpy as np
 import tensorflow as tf
+
+from keraslm.ops.sampling import SETTING_RULES
+from keraslm.validation import is_integer
 
 log = logging.getLogger("keraslm")
 
@@ -31,16 +33,22 @@ class Batch:
     as_text: bool            # prompts were strings
 
 
-def _per_row(value, B, name, dtype, check, rule):
+def _setting_per_row(value, B, name, dtype, valid, rule, integer=False):
+    """A setting given as a scalar or one value per prompt -> a checked numpy ``[B]`` array of ``dtype``."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim == 0:
         arr = np.full([B], arr)
     if arr.shape != (B,):
         raise ValueError(f"{name} must be a scalar or have one value per prompt ({B}), got shape {arr.shape}")
-    bad = ~check(arr)
+    bad = ~(valid(arr) & (arr == np.round(arr) if integer else True))
     if bad.any():
         raise ValueError(f"{name} {rule}, got {arr[bad][0]!r}")
     return arr.astype(dtype)
+
+
+def _sampler_setting(value, B, name):
+    integer, valid, rule = SETTING_RULES[name]
+    return _setting_per_row(value, B, name, np.int32 if integer else np.float32, valid, rule, integer)
 
 
 def start_token(tokenizer):
@@ -79,8 +87,8 @@ def prepare(model, prompts, max_new_tokens, temperature, top_k, top_p, min_p, re
             if bad:
                 raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {model.vocab_size})")
     B = len(rows)
-    max_new = _per_row(max_new_tokens, B, "max_new_tokens", np.int32, lambda a: (a >= 0) & (a == np.round(a)),
-                       "must be a non-negative integer")
+    max_new = _setting_per_row(max_new_tokens, B, "max_new_tokens", np.int32, lambda a: a >= 0,
+                               "must be a non-negative integer", integer=True)
     context = model.max_length
     if context is not None and max_new.max(initial=0) >= context:
         raise ValueError(f"max_new_tokens={int(max_new.max())} must be smaller than the model's context "
@@ -99,20 +107,13 @@ def prepare(model, prompts, max_new_tokens, temperature, top_k, top_p, min_p, re
     ids = np.full((B, lengths.max()), pad, np.int32)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = r
-    settings = dict(
-        temperature=_per_row(temperature, B, "temperature", np.float32, lambda a: np.isfinite(a) & (a >= 0),
-                             "must be finite and >= 0 (0 = greedy)"),
-        top_k=_per_row(top_k, B, "top_k", np.int32, lambda a: (a >= 0) & (a == np.round(a)),
-                       "must be a non-negative integer (0 = off)"),
-        top_p=_per_row(top_p, B, "top_p", np.float32, lambda a: (a > 0) & (a <= 1), "must be in (0, 1]"),
-        min_p=_per_row(min_p, B, "min_p", np.float32, lambda a: (a >= 0) & (a <= 1), "must be in [0, 1]"),
-        repetition_penalty=_per_row(repetition_penalty, B, "repetition_penalty", np.float32,
-                                    lambda a: np.isfinite(a) & (a > 0), "must be finite and > 0"),
-    )
+    settings = {name: _sampler_setting(value, B, name) for name, value in (
+        ("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("min_p", min_p),
+        ("repetition_penalty", repetition_penalty))}
     stop_strings, stop_ids = _stops(stop, B, tokenizer)
     if seed is None:
         seed = np.random.randint(0, 2**31 - 1)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    if not is_integer(seed):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     seed_arr = np.array([int(seed) % (2**31), (int(seed) >> 31) % (2**31)], np.int32)
     return Batch(ids, lengths, max_new, stop_ids=stop_ids, stop_strings=stop_strings, seed=seed_arr,
@@ -142,7 +143,7 @@ def _stops(stop, B, tokenizer):
                     raise ValueError("stop strings need a model with a tokenizer; pass stop token ids")
                 row_strings.append(s)
                 row_seqs.append([int(t) for t in tokenizer(tf.constant([s])).to_list()[0]])
-            elif isinstance(s, (int, np.integer)) and not isinstance(s, bool):
+            elif is_integer(s):
                 row_seqs.append([int(s)])
             else:
                 raise ValueError(f"a stop entry must be a string or a token id, got {s!r}")
@@ -165,8 +166,3 @@ def truncate_at_stop(text, stops):
         if i >= 0:
             cut = min(cut, i)
     return text[:cut]
-
-
-def bucket(n, minimum=16):
-    """Rounds n up to a power of two (at least ``minimum``) to bound the number of shapes."""
-    return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))

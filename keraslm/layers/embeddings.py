@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keraslm.validation import positive_int
+
 
 def sinusoidal_encoding(length: int, dim: int) -> np.ndarray:
     """The sinusoidal position encoding of "Attention Is All You Need".
@@ -52,10 +54,8 @@ class PositionEmbedding(keras.layers.Layer):
 
     def __init__(self, max_length, dim, kind="learned", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(max_length, int) or max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {max_length!r}")
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        positive_int("max_length", max_length)
+        positive_int("dim", dim)
         if kind not in ("learned", "sinusoidal"):
             raise ValueError(f"kind must be 'learned' or 'sinusoidal', got {kind!r}")
         self.max_length, self.dim, self.kind = max_length, dim, kind

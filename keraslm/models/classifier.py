@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keraslm.models.base import check_positive_int
+from keraslm.validation import positive_int
 
 _POOLING = ("mean", "max", "last")
 
@@ -37,7 +37,7 @@ class SequenceClassifier(keras.Model):
         super().__init__(**kwargs)
         if isinstance(backbone, dict):
             backbone = keras.saving.deserialize_keras_object(backbone)
-        check_positive_int("num_classes", num_classes)
+        positive_int("num_classes", num_classes)
         if pooling not in _POOLING:
             raise ValueError(f"pooling must be one of {_POOLING}, got {pooling!r}")
         self.backbone, self.num_classes, self.pooling = backbone, num_classes, pooling

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keraslm.ops import _loader
+from keraslm.validation import assert_all
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))
@@ -27,11 +28,12 @@ def _finite(v):
     return np.isfinite(v) if isinstance(v, np.ndarray) else tf.math.is_finite(v)
 
 
-# name: (integer?, valid(values) on numpy arrays or tensors, rule for messages).
-# NaN fails every rule.
-_RULES = {
+# The rules of the sampler settings, written once: the op, generate() (keraslm.generation.settings) and
+# the exported SavedModel (keraslm.export) all check these. name: (integer?, valid(values) on numpy arrays
+# or tensors, rule for messages). NaN fails every rule.
+SETTING_RULES = {
     "temperature": (False, lambda v: _finite(v) & (v >= 0), "must be finite and >= 0 (0 = greedy)"),
-    "top_k": (True, lambda v: v >= 0, "must be >= 0 (0 = off)"),
+    "top_k": (True, lambda v: v >= 0, "must be a non-negative integer (0 = off)"),
     "top_p": (False, lambda v: (v > 0) & (v <= 1), "must be in (0, 1] (1 = off)"),
     "min_p": (False, lambda v: (v >= 0) & (v <= 1), "must be in [0, 1] (0 = off)"),
     "repetition_penalty": (False, lambda v: _finite(v) & (v > 0), "must be finite and > 0 (1 = off)"),
@@ -180,7 +182,7 @@ def _prepare(logits, coins, temperature, top_k, top_p, min_p, repetition_penalty
         if previous_ids.dtype != tf.int32:  # refuse values that int32 would wrap around
             ids = tf.cast(previous_ids, tf.int64)
             outside = (ids < _INT32_MIN) | (ids > _INT32_MAX)
-            with tf.control_dependencies([_require_all(~outside, ids, "previous_ids", "must fit in int32")]):
+            with tf.control_dependencies([assert_all(~outside, ids, "previous_ids", "must fit in int32")]):
                 previous_ids = tf.cast(ids, tf.int32)
     return _Args(logits, coins, params, previous_ids, pad_id)
 
@@ -209,7 +211,7 @@ def _static_batch(t, name, batch):
 
 def _param(value, name, batch, ranks):
     """A per-row parameter (or the coins) as an int32/float32 tensor."""
-    integer, valid, rule = _RULES[name]
+    integer, valid, rule = SETTING_RULES[name]
     what = "a scalar or [batch]" if ranks == (0, 1) else "[batch]"
     if not tf.is_tensor(value):  # statically known: check the values now
         array = np.asarray(value)
@@ -248,21 +250,6 @@ def _require(ok, *data):
     return tf.debugging.Assert(ok, list(data), summarize=16)
 
 
-def _require_all(ok, values, name, rule, width=None, extra=()):
-    """Asserts ok everywhere, reporting the first offending value and its index.
-
-    Written with static shapes only (argmin and gather, no boolean_mask) so
-    that it also compiles under XLA, where Assert is a no-op.
-    """
-    ok_flat = tf.concat([tf.reshape(ok, [-1]), [False]], 0)
-    first = tf.argmin(tf.cast(ok_flat, tf.int32), output_type=tf.int32)
-    value = tf.gather(tf.concat([tf.reshape(values, [-1]), tf.zeros([1], values.dtype)], 0), first)
-    if values.shape.rank == 0:
-        return _require(tf.reduce_all(ok), f"{name} {rule}; got {name} =", value, *extra)
-    index = [first] if width is None else [first // tf.maximum(width, 1), ",", first % tf.maximum(width, 1)]
-    return _require(tf.reduce_all(ok), f"{name} {rule}; got {name}[", *index, "] =", value, *extra)
-
-
 def _validate(a):
     """The run-time checks; returns a with its logits gated on them."""
     x = a.logits
@@ -283,11 +270,11 @@ def _validate(a):
     checks.append(_require(tf.equal(tf.rank(prev), 2) & tf.equal(prev_rows, B),
                            "previous_ids must have shape [batch, L]; batch =", B, "got shape", tf.shape(prev)))
     with tf.control_dependencies(checks):
-        checks = [_require_all(_RULES[n][1](t), t, n, _RULES[n][2]) for n, t in named]
-        checks.append(_require_all((prev == a.pad_id) | ((prev >= 0) & (prev < V)), prev, "previous_ids",
+        checks = [assert_all(SETTING_RULES[n][1](t), t, n, SETTING_RULES[n][2]) for n, t in named]
+        checks.append(assert_all((prev == a.pad_id) | ((prev >= 0) & (prev < V)), prev, "previous_ids",
                                    f"must be in [0, V) or equal to pad_id={a.pad_id}", width=tf.shape(prev)[1],
                                    extra=("with V =", V)))
-        checks.append(_require_all(~tf.math.is_nan(x) & (x < np.inf), x, "logits",
+        checks.append(assert_all(~tf.math.is_nan(x) & (x < np.inf), x, "logits",
                                    "must not contain NaN or +inf (use -inf to ban a token)", width=V))
         has_finite = tf.concat([tf.reduce_any(x > -np.inf, axis=1), [False]], 0)
         checks.append(_require(tf.reduce_all(has_finite[:-1]), "every row of logits needs at least one finite "
