@@ -29,14 +29,13 @@ def header(title):
     import keraslm
     from keraslm import _C
 
-    lib = keraslm.ops._loader.op_library()
     lines = [
         f"# {title}",
         f"# machine: {platform.machine()} {platform.processor() or ''} cores={os.cpu_count()}",
         f"# tensorflow {tf.__version__}, keraslm {keraslm.__version__}, kernel ISA {_C.cpu_isa()}, "
         f"_C threads {_C.num_threads()}, TF intra-op threads "
         f"{tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()}",
-        f"# custom ops: {'loaded' if lib is not None else 'NOT loaded: ' + str(keraslm.ops.load_error())}; "
+        f"# custom ops: {'loaded' if keraslm.ops.custom_ops_available() else 'NOT loaded: ' + str(keraslm.ops.load_error())}; "
         f"switch={keraslm.ops.implementation()}",
     ]
     print("\n".join(lines), flush=True)

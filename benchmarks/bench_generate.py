@@ -20,9 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-import keraslm  # noqa: E402
 from _common import header, median_time  # noqa: E402
 from _torch_gpt import make_gpt  # noqa: E402
 from keraslm.models import TransformerLM  # noqa: E402

@@ -31,7 +31,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keraslm  # noqa: E402
-from keraslm.ops import _loader  # noqa: E402
 
 try:
     from keraslm import _C
@@ -138,10 +137,10 @@ def main():
     parser.add_argument("--target-seconds", type=float, default=0.3, help="time budget of one timed loop")
     args = parser.parse_args()
 
-    custom = _loader.custom_ops_available()
+    custom = keraslm.ops.custom_ops_available()
     print(f"keraslm {keraslm.__version__}, TensorFlow {tf.__version__}")
     print(f"implementation switch: {keraslm.ops.implementation()!r}; custom ops available: {custom}"
-          + ("" if custom else f" ({_loader.load_error()})"))
+          + ("" if custom else f" ({keraslm.ops.load_error()})"))
     intra = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
     print(f"TF intra-op threads: {intra}; _C threads: {_C.num_threads() if _C else '-'}; "
           f"ISA: {_C.cpu_isa() if _C else '-'}; CPUs: {os.cpu_count()}")

@@ -5,23 +5,30 @@ the same maths, chosen by a single switch (see :mod:`keraslm.ops._loader`):
 
     keraslm.ops.set_implementation("auto" | "custom" | "reference")
     KERASLM_OPS=reference python ...
+
+:mod:`keraslm.ops.hardware` answers what this machine and build accelerate.
 """
 
 from keraslm.ops._loader import (
+    build_info,
     custom_ops_available,
     implementation,
     implementation_scope,
     load_error,
     set_implementation,
 )
+from keraslm.ops._loader import use_custom as uses_custom_op
 from keraslm.ops.attention import attention, attention_reference
 from keraslm.ops.decoder import decoder_block_step
+from keraslm.ops.hardware import (
+    amx_bf16_available,
+    bf16_products_unavailable_reason,
+    bfloat16_matmul_unavailable_reason,
+)
 from keraslm.ops.layer_norm import layer_norm, layer_norm_reference
 from keraslm.ops.linear import linear
 from keraslm.ops.matmul import (
-    amx_bf16_available,
     bf16_products_active,
-    build_info,
     dense_matmul,
     matmul_bf16,
     matmul_bf16_reference,
@@ -36,6 +43,8 @@ __all__ = [
     "attention",
     "attention_reference",
     "bf16_products_active",
+    "bf16_products_unavailable_reason",
+    "bfloat16_matmul_unavailable_reason",
     "build_info",
     "custom_ops_available",
     "decoder_block_step",
@@ -55,4 +64,5 @@ __all__ = [
     "sample_reference",
     "set_implementation",
     "set_matmul_precision",
+    "uses_custom_op",
 ]

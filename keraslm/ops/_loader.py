@@ -22,11 +22,13 @@ import os
 import threading
 import warnings
 
+from keraslm.validation import in_xla_context
+
 _VALID = ("auto", "custom", "reference")
 _ENV = "KERASLM_OPS"
 
 _lock = threading.Lock()
-_state = {"impl": None, "module": None, "error": None, "loaded": False, "warned": False}
+_state = {"impl": None, "module": None, "error": None, "loaded": False, "warned": False, "info": None}
 
 
 def _check(value):
@@ -128,16 +130,27 @@ def custom_ops_available() -> bool:
     return op_library() is not None
 
 
-def in_xla_context() -> bool:
-    """True while tracing a function that XLA will compile."""
-    try:
-        from tensorflow.python.framework import ops as tf_ops
-        from tensorflow.python.ops import control_flow_util
+def build_info() -> dict:
+    """Facts about the compiled op library and this CPU, e.g.
+    ``{"amx_bf16": "1", "xla_matmul_bf16": "1", ...}``; ``{}`` without the library."""
+    if _state["info"] is None:
+        lib = op_library()
+        info = {}
+        if lib is not None and hasattr(lib, "keraslm_build_info"):
+            import tensorflow as tf
 
-        graph = tf_ops.get_default_graph()
-        return bool(control_flow_util.GraphOrParentsInXlaContext(graph))
-    except Exception:  # noqa: BLE001 - private API moved: assume no XLA
-        return False
+            with tf.init_scope(), tf.device("/CPU:0"):  # eager even while tracing
+                text = lib.keraslm_build_info().numpy().decode()
+            for item in text.split(";"):
+                key, _, value = item.partition("=")
+                info[key] = value
+        _state["info"] = info
+    return _state["info"]
+
+
+def has_xla_lowering(op_name: str) -> bool:
+    """True when this build lowers ``op_name`` to an XLA custom call (``build_info()["xla_<op_name>"]``)."""
+    return build_info().get(f"xla_{op_name}") == "1"
 
 
 def use_custom(op_name: str, xla_lowering: bool = False) -> bool:

@@ -73,9 +73,7 @@ def attention(q, k, v, *, causal=False, key_lengths=None, scale=None, return_lse
         if use_lengths:
             key_lengths = tf.cast(tf.convert_to_tensor(key_lengths), tf.int32)
         # Inside XLA the fused kernels run as custom calls where this build has the lowering.
-        from keraslm.ops.matmul import build_info
-
-        if _loader.use_custom("attention", xla_lowering=build_info().get("xla_attention") == "1"):
+        if _loader.use_custom("attention", xla_lowering=_loader.has_xla_lowering("attention")):
             if not isinstance(scale, (int, float)):
                 scale = float(tf.get_static_value(scale))
             lib = _loader.op_library()

@@ -52,9 +52,8 @@ def layer_norm(x, gamma, beta=None, epsilon=1e-5, name=None):
         for t, n in ((gamma, "gamma"), (beta, "beta")):
             if t is not None and t.shape.rank is not None and (t.shape.rank != 1 or (C is not None and t.shape[0] not in (None, C))):
                 raise ValueError(f"{n} must have shape [{C}] (the last axis of x {x.shape}), got {t.shape}")
-        from keraslm.ops.matmul import build_info
 
-        if not _loader.use_custom("layer_norm", xla_lowering=build_info().get("xla_layer_norm") == "1"):
+        if not _loader.use_custom("layer_norm", xla_lowering=_loader.has_xla_lowering("layer_norm")):
             return layer_norm_reference(x, gamma, beta, epsilon)
         lib = _loader.op_library()
         y, _, _ = lib.keraslm_layer_norm(x, gamma, beta if beta is not None else tf.zeros([0], tf.float32),

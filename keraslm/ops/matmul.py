@@ -28,11 +28,11 @@ import warnings
 
 import tensorflow as tf
 
-from keraslm.ops import _loader
+from keraslm.ops import _loader, hardware
 
 PRECISIONS = ("float32", "bfloat16")
 _ENV = "KERASLM_MATMUL_PRECISION"
-_state = {"precision": None, "info": None, "warned": False}
+_state = {"precision": None, "warned": False}
 
 
 def _check_precision(value) -> str:
@@ -78,48 +78,13 @@ def matmul_precision_scope(value: str):
         _state["precision"] = previous
 
 
-def build_info() -> dict:
-    """Facts about the compiled op library and this CPU, e.g.
-    ``{"amx_bf16": "1", "xla_matmul_bf16": "1", ...}``; ``{}`` without the library."""
-    if _state["info"] is None:
-        lib = _loader.op_library()
-        info = {}
-        if lib is not None and hasattr(lib, "keraslm_build_info"):
-            with tf.init_scope(), tf.device("/CPU:0"):  # eager even while tracing
-                text = lib.keraslm_build_info().numpy().decode()
-            for item in text.split(";"):
-                key, _, value = item.partition("=")
-                info[key] = value
-        _state["info"] = info
-    return _state["info"]
-
-
-def amx_bf16_available() -> bool:
-    """True when the compiled op library loads and can run AMX bfloat16 products here."""
-    return build_info().get("amx_bf16") == "1"
-
-
-def _unaccelerated_reason():
-    if _loader.implementation() == "reference":
-        return "keraslm.ops is set to the pure-TF reference implementation"
-    if _loader.op_library() is None:
-        return f"the compiled TF ops are unavailable ({_loader.load_error()})"
-    if tf.config.list_logical_devices("GPU"):
-        return "a GPU is visible and the bfloat16 product has a CPU kernel only"
-    if not amx_bf16_available():
-        return f"the AMX kernel cannot run here: {build_info().get('amx_bf16_reason', 'unknown reason')}"
-    if _loader.in_xla_context() and build_info().get("xla_matmul_bf16") != "1":
-        return "this build has no XLA lowering of the bfloat16 product"
-    return None
-
-
 def bf16_products_active() -> bool:
     """True when the matmul precision is ``"bfloat16"`` and the accelerated
     product can be used in the current context; warns once when it is
     requested but cannot."""
     if matmul_precision() != "bfloat16":
         return False
-    reason = _unaccelerated_reason()
+    reason = hardware.bf16_products_unavailable_reason()
     if reason is None:
         return True
     if not _state["warned"]:
@@ -199,8 +164,8 @@ def matmul_bf16(a, b, transpose_a=False, transpose_b=False, name=None):
         a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
         _static_checks(a, b, transpose_a, transpose_b)
         ta, tb = bool(transpose_a), bool(transpose_b)
-        xla_ok = build_info().get("xla_matmul_bf16") == "1"
-        if _loader.use_custom("matmul_bf16", xla_lowering=xla_ok) and amx_bf16_available():
+        if _loader.use_custom("matmul_bf16", xla_lowering=_loader.has_xla_lowering("matmul_bf16")) \
+                and hardware.amx_bf16_available():
             return _custom(a, b, ta, tb)
         return _reference(a, b, ta, tb)
 
