@@ -36,7 +36,8 @@ from keraslm.data import random_windows  # noqa: E402
 from keraslm.models import from_preset  # noqa: E402
 from keraslm.models.presets import get_preset  # noqa: E402
 from keraslm import ops  # noqa: E402
-from keraslm.training import TrainConfig, compile_model, resolve_matmul_precision  # noqa: E402
+from keraslm.precision import resolve_matmul_precision  # noqa: E402
+from keraslm.training import TrainConfig, compile_model  # noqa: E402
 
 VOCAB = {"char": 65, "word": 10000}
 # Steps per timed epoch (gpt-mini's steps hold 16k tokens each).
@@ -87,7 +88,7 @@ def ours(name, steps, epochs, bf16=False, matmul_precision="preset"):
         model = from_preset(name, vocab_size=VOCAB[preset["tokenizer"]])
         model.build_for_inference()
         compile_model(model, cfg)
-    precision = resolve_matmul_precision(cfg)
+    precision = resolve_matmul_precision(cfg.matmul_precision)
     with ops.matmul_precision_scope(precision):
         rate = keras_fit_rate(model, data_for(model.vocab_size, cfg.block_size, cfg.batch_size), steps, epochs,
                               cfg.block_size * cfg.batch_size)

@@ -22,7 +22,9 @@ else:
 if _TF_IMPORT_ERROR is None:
     from keraslm import ops  # noqa: E402
     from keraslm import data, layers, models  # noqa: E402
-    from keraslm.training import TrainConfig, evaluate, load_model, train  # noqa: E402
+    from keraslm.checkpoint import load_model  # noqa: E402
+    from keraslm.evaluation import evaluate  # noqa: E402
+    from keraslm.training import TrainConfig, train  # noqa: E402
 else:
     def __getattr__(name):
         if name.startswith("_"):  # private names and submodules such as keraslm._C

@@ -1,55 +1,21 @@
-"""Atomic checkpoints and the run state that makes an interrupted run resumable."""
+"""Loading and saving runs: models by path (run directories, ``.keras`` files, the shipped models),
+atomic checkpoints, and the run state that makes an interrupted run resumable."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import keras
 
+from keraslm.atomic import atomic_write, atomic_write_text
 
-def _umask_mode(mode=0o666):
-    """``mode`` as an ordinary ``open()`` would create it under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
-
-
-def _atomic(path, write, suffix=""):
-    """Calls ``write(tmp_path)`` on a temporary file beside ``path``, then renames it over ``path``.
-
-    A crash at any moment leaves either the previous file or the new one, never a torn file.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` via a temporary file and an atomic rename."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _atomic(path, write)
+DEFAULT_MODEL = "shakespeare-nano"
 
 
 def atomic_save_model(model, path):
     """Saves a Keras model (with its optimizer state) to ``path`` atomically."""
-    _atomic(path, model.save, suffix=".keras")
+    atomic_write(path, model.save, suffix=".keras")
 
 
 class Checkpointer(keras.callbacks.Callback):
@@ -84,3 +50,33 @@ def read_state(directory):
         return None
     with open(state_path) as f:
         return json.load(f)
+
+
+def load_model(path):
+    """Loads a trained model from a ``.keras`` file or a run directory."""
+    if os.path.isdir(path):
+        candidates = [os.path.join(path, "model.keras"), os.path.join(path, "checkpoints", "last.keras")]
+        found = [c for c in candidates if os.path.exists(c)]
+        if not found:
+            raise FileNotFoundError(f"no model.keras or checkpoints/last.keras in {path}")
+        path = found[0]
+    elif not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    return keras.saving.load_model(path)
+
+
+def shipped_models_dir():
+    """The ``saved_models`` directory: inside the installed package, or beside it in a source tree."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "saved_models"), os.path.join(os.path.dirname(here), "saved_models")):
+        if os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError("keraslm's saved_models directory is missing from this installation; pass --model")
+
+
+def default_model_path(name=DEFAULT_MODEL):
+    """Path of a shipped model's ``model.keras`` (default: the Shakespeare character model)."""
+    path = os.path.join(shipped_models_dir(), name, "model.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"shipped model {name!r} not found at {path}")
+    return path

@@ -1,4 +1,4 @@
-"""``keraslm`` command line: train | evaluate | generate | export | bench."""
+"""``keraslm`` command line: every subcommand's handler (train | evaluate | generate | export)."""
 
 from __future__ import annotations
 
@@ -99,21 +99,35 @@ def _train(args):
 
 
 def _evaluate(args):
-    from keraslm.training import evaluate
+    from keraslm.evaluation import evaluate
 
     print(json.dumps(evaluate(args.model, args.data, block_size=args.block_size, batch_size=args.batch_size),
                      indent=1))
 
 
 def _generate(args):
-    from keraslm.generation import generate_cli
+    """Streams each prompt's continuation to stdout."""
+    from keraslm.checkpoint import default_model_path, load_model
+    from keraslm.generation import stream
 
-    generate_cli(args)
+    model = load_model(default_model_path() if args.model is None else args.model)
+    prompts = args.prompt or [""]
+    for i, prompt in enumerate(prompts):
+        if i:
+            sys.stdout.write("\n" + "-" * 40 + "\n")
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        for piece in stream(model, prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+                            seed=args.seed):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
 
 
 def _export(args):
+    from keraslm.checkpoint import load_model
     from keraslm.export import export
-    from keraslm.training import load_model
 
     print(export(load_model(args.model), args.out, args.version, custom_ops=args.custom_ops,
                  max_new_tokens_limit=args.max_new_tokens_limit))

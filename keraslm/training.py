@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 
@@ -23,10 +22,14 @@ import keras
 import tensorflow as tf
 
 from keraslm import ops
-from keraslm.checkpoint import Checkpointer, atomic_save_model, atomic_write_text, read_state
+from keraslm.atomic import atomic_write_text
+from keraslm.checkpoint import Checkpointer, atomic_save_model, read_state
+from keraslm.evaluation import check_vocabulary
 from keraslm.metrics import BitsPerToken, Perplexity, TokenCrossEntropy
 from keraslm.models.presets import from_preset, get_preset
 from keraslm.optimizers import WarmupCosine, make_optimizer
+from keraslm.precision import float32_copy, make_strategy, resolve_matmul_precision, use_mixed_precision, use_xla
+from keraslm.validation import positive_int
 
 log = logging.getLogger("keraslm")
 
@@ -89,90 +92,6 @@ class TrainConfig:
         return cls(**values)
 
 
-def make_strategy(name):
-    """A tf.distribute strategy from its name (a Strategy object is returned as is)."""
-    if isinstance(name, tf.distribute.Strategy):
-        return name
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"strategy must be 'default', 'mirrored' or 'multi_worker', got {name!r}")
-
-
-def _use_xla(cfg, model):
-    if cfg.jit_compile in ("on", "off"):
-        return cfg.jit_compile == "on"
-    if cfg.jit_compile != "auto":
-        raise ValueError(f"jit_compile must be 'auto', 'on' or 'off', got {cfg.jit_compile!r}")
-    # Recurrent layers gain nothing from XLA here; transformers with short
-    # contexts are fastest with XLA fusing everything around the fused
-    # attention and bfloat16 products (XLA custom calls where the op library
-    # has them, else the pure-TF attention). Longer contexts (the presets that
-    # train them use dropout, and XLA's CPU random bits for dropout masks are
-    # very slow) run without XLA.
-    from keraslm.models.transformer import TransformerLM
-    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        return False  # XLA-compiled replicas cannot reach variables mirrored on other devices
-    custom = ops.implementation() != "reference" and ops.custom_ops_available()
-    return isinstance(model, TransformerLM) and (not custom or model.max_length <= 128)
-
-
-def bfloat16_is_fast():
-    """True where bfloat16 matrix products run on dedicated hardware: a GPU of compute capability 8.0
-    or newer, or a CPU with AMX-BF16 (on such a CPU, TF's oneDNN matmul runs ~4x faster in bfloat16)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-        return tuple(capability) >= (8, 0)
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-    except OSError:
-        return False
-
-
-def use_mixed_precision(cfg):
-    """Whether ``cfg.mixed_precision`` ("on" / "off" / "auto", or a bool) asks for mixed_bfloat16 here."""
-    value = cfg.mixed_precision
-    if isinstance(value, bool):
-        return value
-    value = str(value).lower()
-    if value in ("on", "true", "1"):
-        return True
-    if value in ("off", "false", "0"):
-        return False
-    if value == "auto":
-        return bfloat16_is_fast()
-    raise ValueError(f"mixed_precision must be 'on', 'off' or 'auto', got {cfg.mixed_precision!r}")
-
-
-def resolve_matmul_precision(cfg):
-    """The matmul precision ``cfg.matmul_precision`` ("float32" / "bfloat16" / "auto") gives here."""
-    value = str(cfg.matmul_precision).lower()
-    if value in ops.matmul.PRECISIONS:
-        return value
-    if value == "auto":
-        accelerated = ops.implementation() != "reference" and ops.amx_bf16_available()
-        return "bfloat16" if accelerated and not tf.config.list_logical_devices("GPU") else "float32"
-    raise ValueError(f"matmul_precision must be 'float32', 'bfloat16' or 'auto', got {cfg.matmul_precision!r}")
-
-
-def float32_copy(model):
-    """The same model (weights, tokenizer) computing in float32: a mixed_bfloat16 model's weights
-    are float32 already, so this is a rebuild from the config plus a copy of the weights."""
-    if model.dtype_policy.name == "float32":
-        return model
-    config = model.get_config()
-    config["dtype"] = "float32"
-    copy = type(model).from_config(config)
-    copy.build_for_inference()
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def compile_model(model, cfg):
     """Compiles ``model`` with the harness's loss, metrics, optimizer and schedule."""
     decay = cfg.decay_steps or cfg.steps
@@ -183,14 +102,14 @@ def compile_model(model, cfg):
                           min(cfg.warmup_steps, decay), decay)
     opt = make_optimizer(cfg.optimizer, lr, weight_decay=cfg.weight_decay, beta1=cfg.beta1, beta2=cfg.beta2,
                          grad_clip=cfg.grad_clip, ema_momentum=cfg.ema_momentum)
-    xla = _use_xla(cfg, model)
+    xla = use_xla(cfg.jit_compile, model)
     if cfg.steps_per_execution < 0:
         raise ValueError(f"steps_per_execution must be >= 0 (0 = auto), got {cfg.steps_per_execution!r}")
     # Several steps per call save the per-call overhead of an XLA step; without XLA, Keras' multi-step
-    # loop around recurrent layers (a while loop inside a while loop) ran 2.5x slower here (char-gru).
-    spe = cfg.steps_per_execution or (10 if xla else 1)
-    model.compile(optimizer=opt, loss=TokenCrossEntropy(),
-                  metrics=[Perplexity(), BitsPerToken()], jit_compile=xla, steps_per_execution=spe)
+    # loop around recurrent layers (a while loop inside a while loop) is much slower (README, Training).
+    steps_per_execution = cfg.steps_per_execution or (10 if xla else 1)
+    model.compile(optimizer=opt, loss=TokenCrossEntropy(), metrics=[Perplexity(), BitsPerToken()],
+                  jit_compile=xla, steps_per_execution=steps_per_execution)
     return model
 
 
@@ -220,13 +139,6 @@ class _Throughput(keras.callbacks.Callback):
     @property
     def tokens_per_second(self):
         return self.steps * self.tokens_per_step / max(self.train_seconds, 1e-9)
-
-
-def check_vocabulary(model, tokenizer):
-    """Raises ValueError when the tokenizer's vocabulary does not fit the model's."""
-    if tokenizer is not None and tokenizer.vocab_size != model.vocab_size:
-        raise ValueError(f"vocabulary mismatch: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-                         f"expects vocab_size={model.vocab_size}")
 
 
 def _build_model_and_tokenizer(cfg, model, tokenizer):
@@ -328,16 +240,15 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
     if not cfg.data:
         raise ValueError("no training data: pass data=[file, ...]")
     for name in ("steps", "batch_size", "block_size", "checkpoint_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+        positive_int(name, getattr(cfg, name))
     if not 0.0 <= cfg.ema_momentum < 1.0:
         raise ValueError(f"ema_momentum must be in [0, 1), got {cfg.ema_momentum!r}")
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     ops.set_implementation(cfg.ops)
-    resolve_matmul_precision(cfg)  # bad values fail before any work
-    bf16 = use_mixed_precision(cfg)
+    resolve_matmul_precision(cfg.matmul_precision)  # bad values fail before any work
+    bf16 = use_mixed_precision(cfg.mixed_precision)
     previous_policy = keras.mixed_precision.dtype_policy()
     # The policy applies to the models built (or resumed) for this run only.
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if bf16 else previous_policy)
@@ -365,33 +276,34 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     if done >= cfg.steps:
         log.info("%s already trained for %d steps", cfg.out, done)
     train_from, val_ds, full_val = _datasets(cfg, tokenizer)
-    spe = min(cfg.checkpoint_every, cfg.steps)
+    epoch_steps = min(cfg.checkpoint_every, cfg.steps)  # one Keras epoch per checkpoint interval
     os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
     saved = {**dataclasses.asdict(cfg), "strategy": cfg.strategy if isinstance(cfg.strategy, str)
              else type(cfg.strategy).__name__}
     atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(saved, indent=1))
-    throughput = _Throughput(cfg.batch_size * cfg.block_size, spe)
+    throughput = _Throughput(cfg.batch_size * cfg.block_size, epoch_steps)
     callbacks = [
-        Checkpointer(ckpt_dir, spe, {"preset": cfg.preset}),
+        Checkpointer(ckpt_dir, epoch_steps, {"preset": cfg.preset}),
         keras.callbacks.CSVLogger(os.path.join(cfg.out, "logs", "training.csv"), append=done > 0),
         keras.callbacks.TensorBoard(os.path.join(cfg.out, "logs"), write_graph=False),
         throughput,
         *callbacks,
     ]
     history, t0 = None, time.perf_counter()
-    full_epochs, rest = divmod(cfg.steps, spe)
+    full_epochs, rest = divmod(cfg.steps, epoch_steps)
     # With a weight average, Keras copies it into the weights at the end of
     # every fit call; a run may take two calls (or none, when resuming a
     # finished run), so the copy is made once, after the last one.
     finalize = getattr(model.optimizer, "finalize_variable_values", None)
     if cfg.ema_momentum > 0:
         model.optimizer.finalize_variable_values = lambda variables: None
-    with ops.matmul_precision_scope(resolve_matmul_precision(cfg)):
-        if done < full_epochs * spe:
-            history = model.fit(train_from(done), epochs=full_epochs, initial_epoch=done // spe, steps_per_epoch=spe,
-                                validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
+    with ops.matmul_precision_scope(resolve_matmul_precision(cfg.matmul_precision)):
+        if done < full_epochs * epoch_steps:
+            history = model.fit(train_from(done), epochs=full_epochs, initial_epoch=done // epoch_steps,
+                                steps_per_epoch=epoch_steps, validation_data=val_ds, callbacks=callbacks,
+                                verbose=cfg.verbose)
         if rest and done < cfg.steps:
-            history = model.fit(train_from(max(done, full_epochs * spe)), epochs=1, steps_per_epoch=rest,
+            history = model.fit(train_from(max(done, full_epochs * epoch_steps)), epochs=1, steps_per_epoch=rest,
                                 validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
     if cfg.ema_momentum > 0:
         del model.optimizer.finalize_variable_values
@@ -418,63 +330,3 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     atomic_save_model(model, os.path.join(cfg.out, "model.keras"))
     atomic_write_text(os.path.join(cfg.out, "metrics.json"), json.dumps(metrics, indent=1))
     return {**metrics, "model": model}
-
-
-def load_model(path):
-    """Loads a trained model from a ``.keras`` file or a run directory."""
-    if os.path.isdir(path):
-        candidates = [os.path.join(path, "model.keras"), os.path.join(path, "checkpoints", "last.keras")]
-        found = [c for c in candidates if os.path.exists(c)]
-        if not found:
-            raise FileNotFoundError(f"no model.keras or checkpoints/last.keras in {path}")
-        path = found[0]
-    elif not os.path.exists(path):
-        raise FileNotFoundError(f"model file not found: {path}")
-    return keras.saving.load_model(path)
-
-
-def evaluate(model, data, *, block_size=None, batch_size=16, max_batches=0):
-    """Loss, perplexity and bits per token (and per character) of ``model`` on held-out text.
-
-    Args:
-        model: a model or a path accepted by :func:`load_model`.
-        data: text files or globs (evaluated whole).
-        block_size: window length (default: the model's max_length, else 128).
-        batch_size: windows per batch.
-        max_batches: stop after this many batches (0 = all).
-
-    Returns:
-        dict with ``loss`` (nats/token), ``perplexity``, ``bits_per_token``,
-        ``bits_per_char``, ``tokens``.
-    """
-    from keraslm.data import Corpus, text_windows
-
-    if isinstance(model, str):
-        model = load_model(model)
-    if model.tokenizer is None:
-        raise ValueError("evaluate() needs a model with a tokenizer")
-    check_vocabulary(model, model.tokenizer)
-    block_size = block_size or model.max_length or 128
-    corpus = Corpus.from_source(data)
-    windows = text_windows(corpus, model.tokenizer, block_size=block_size, split="all")
-    ds = windows.map(lambda w: (w[:-1], w[1:])).batch(batch_size)   # keeps the last partial batch
-    if max_batches:
-        ds = ds.take(max_batches)
-    ppl, bits = Perplexity(), BitsPerToken()
-    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    for x, y in ds:
-        logits = step(x)
-        ppl.update_state(y, logits)
-        bits.update_state(y, logits)
-    tokens = float(ppl.count.numpy())
-    if tokens == 0:
-        raise ValueError("no evaluation windows: the text is shorter than block_size + 1 tokens")
-    loss = float(ppl.total.numpy()) / tokens
-    # Bits per character: total bits over the characters those tokens cover.
-    chars, n_tok = 0, 0
-    for piece in corpus.iter_text():
-        chars += len(piece.decode("utf-8"))
-        n_tok += int(tf.size(model.tokenizer.tokenize(tf.constant(piece))).numpy())
-    chars_per_token = chars / max(n_tok, 1)
-    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
-            "bits_per_char": loss / math.log(2) / chars_per_token, "tokens": int(tokens)}

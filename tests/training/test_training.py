@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -225,7 +224,7 @@ def test_generate_uses_the_shipped_default_model():
     r = _cli("generate", "--prompt", "ROMEO:", "--max-new-tokens", "30", "--seed", "3", "--temperature", "0.8")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("ROMEO:") and len(r.stdout.strip()) > len("ROMEO:") + 20
-    from keraslm.saved import default_model_path
+    from keraslm.checkpoint import default_model_path
     model = keraslm.load_model(default_model_path())
     assert model.max_length == 256 and model.tokenizer.vocab_size == model.vocab_size
 
@@ -284,19 +283,6 @@ def test_mixed_precision_trains_in_bfloat16_and_saves_a_float32_model(corpus, tm
     assert final.generate("Fir", max_new_tokens=5, seed=0)
 
 
-def test_mixed_precision_setting_values(monkeypatch):
-    from keraslm import training
-
-    for value, expected in (("on", True), ("off", False), (True, True), (False, False), ("true", True)):
-        assert training.use_mixed_precision(keraslm.TrainConfig(mixed_precision=value)) is expected
-    monkeypatch.setattr(training, "bfloat16_is_fast", lambda: True)
-    assert training.use_mixed_precision(keraslm.TrainConfig(mixed_precision="auto"))
-    monkeypatch.setattr(training, "bfloat16_is_fast", lambda: False)
-    assert not training.use_mixed_precision(keraslm.TrainConfig(mixed_precision="auto"))
-    with pytest.raises(ValueError, match="'sometimes'"):
-        training.use_mixed_precision(keraslm.TrainConfig(mixed_precision="sometimes"))
-
-
 def test_metrics_reuse_the_loss_per_token_nll_in_a_step(monkeypatch, rng):
     from keraslm.metrics import TokenCrossEntropy
     from keraslm.models import RecurrentLM
@@ -342,20 +328,6 @@ def test_token_cross_entropy_gradient_matches_numpy_and_rejects_bad_labels(rng):
     np.testing.assert_allclose(grad, (p - onehot) / nll.size, atol=1e-7)
     with pytest.raises(tf.errors.InvalidArgumentError, match="11"):
         TokenCrossEntropy()(tf.constant([[0, 11]]), tf.zeros([1, 2, 11]))
-
-
-def test_matmul_precision_setting_values():
-    from keraslm.training import TrainConfig, resolve_matmul_precision
-
-    assert resolve_matmul_precision(TrainConfig(matmul_precision="float32")) == "float32"
-    assert resolve_matmul_precision(TrainConfig(matmul_precision="BFloat16")) == "bfloat16"
-    accelerated = keraslm.ops.amx_bf16_available()
-    assert resolve_matmul_precision(TrainConfig(matmul_precision="auto")) == ("bfloat16" if accelerated else "float32")
-    with keraslm.ops.implementation_scope("reference"):
-        assert resolve_matmul_precision(TrainConfig(matmul_precision="auto")) == "float32"
-    assert TrainConfig.from_preset("gpt-nano").matmul_precision == "auto"
-    with pytest.raises(ValueError, match="matmul_precision must be 'float32', 'bfloat16' or 'auto', got 'fp8'"):
-        resolve_matmul_precision(TrainConfig(matmul_precision="fp8"))
 
 
 @pytest.mark.skipif(not keraslm.ops.amx_bf16_available(), reason="no AMX-BF16 here")

@@ -1,0 +1,82 @@
+"""Run-time policy of a training run: compute precision, matrix-product precision, XLA and the
+distribution strategy.
+
+The harness (:mod:`keraslm.training`) asks these functions what to do with its
+settings; what the hardware and the build can accelerate is answered by
+:mod:`keraslm.ops.hardware`.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keraslm import ops
+
+def make_strategy(name):
+    """A tf.distribute strategy from its name (a Strategy object is returned as is)."""
+    if isinstance(name, tf.distribute.Strategy):
+        return name
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"strategy must be 'default', 'mirrored' or 'multi_worker', got {name!r}")
+
+
+def use_xla(jit_compile, model):
+    """Whether the train step of ``model`` is compiled with XLA, for ``jit_compile`` "auto" / "on" / "off"."""
+    if jit_compile in ("on", "off"):
+        return jit_compile == "on"
+    if jit_compile != "auto":
+        raise ValueError(f"jit_compile must be 'auto', 'on' or 'off', got {jit_compile!r}")
+    if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return False  # XLA-compiled replicas cannot reach variables mirrored on other devices
+    custom = ops.implementation() != "reference" and ops.custom_ops_available()
+    return model.prefers_xla_training(custom_ops=custom)
+
+
+def use_mixed_precision(value):
+    """Whether ``mixed_precision`` ("on" / "off" / "auto", or a bool) asks for mixed_bfloat16 here.
+
+    "auto" is on where bfloat16 matrix products have hardware support
+    (:func:`keraslm.ops.bfloat16_matmul_unavailable_reason`).
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("on", "true", "1"):
+        return True
+    if text in ("off", "false", "0"):
+        return False
+    if text == "auto":
+        return ops.bfloat16_matmul_unavailable_reason() is None
+    raise ValueError(f"mixed_precision must be 'on', 'off' or 'auto', got {value!r}")
+
+
+def resolve_matmul_precision(value):
+    """The dense layers' matmul precision that ``value`` ("float32" / "bfloat16" / "auto") gives here.
+
+    "auto" is "bfloat16" where keraslm's bfloat16 product runs its accelerated
+    kernel (:func:`keraslm.ops.bf16_products_unavailable_reason`), else "float32".
+    """
+    text = str(value).lower()
+    if text in ops.matmul.PRECISIONS:
+        return text
+    if text == "auto":
+        return "bfloat16" if ops.bf16_products_unavailable_reason() is None else "float32"
+    raise ValueError(f"matmul_precision must be 'float32', 'bfloat16' or 'auto', got {value!r}")
+
+
+def float32_copy(model):
+    """The same model (weights, tokenizer) computing in float32: a mixed_bfloat16 model's weights
+    are float32 already, so this is a rebuild from the config plus a copy of the weights."""
+    if model.dtype_policy.name == "float32":
+        return model
+    config = model.get_config()
+    config["dtype"] = "float32"
+    copy = type(model).from_config(config)
+    copy.build_for_inference()
+    copy.set_weights(model.get_weights())
+    return copy
