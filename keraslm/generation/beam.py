@@ -7,8 +7,6 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from keraslm.layers.attention import inplace_cache_updates
-
 _FNS = weakref.WeakKeyDictionary()
 
 
@@ -17,14 +15,12 @@ def _functions(model):
     if fns is None:
         def prefill(ids, lengths, size):
             B = tf.shape(ids)[0]
-            with inplace_cache_updates():  # a fresh cache: filled in place
-                logits, cache = model.next(ids, model.init_cache(B, size), tf.zeros([B], tf.int32), valid=lengths)
+            logits, cache = model.next(ids, model.init_cache(B, size), tf.zeros([B], tf.int32), valid=lengths)
             return tf.nn.log_softmax(tf.cast(tf.gather(logits, lengths - 1, batch_dims=1), tf.float32)), cache
 
         def step(tokens, cache, index, parents):
-            cache = tf.nest.map_structure(lambda c: tf.gather(c, parents), cache)    # reorder beams
-            with inplace_cache_updates():  # the gathered cache is a new tensor: update it in place
-                logits, cache = model.next(tokens[:, None], cache, index)
+            cache = tf.nest.map_structure(lambda c: tf.gather(c, parents), cache)    # reorder beams (new buffers)
+            logits, cache = model.next(tokens[:, None], cache, index)
             return tf.nn.log_softmax(tf.cast(logits[:, 0], tf.float32)), cache
 
         fns = _FNS[model] = (tf.function(prefill, reduce_retracing=True), tf.function(step, reduce_retracing=True))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keraslm import ops
-from keraslm.layers.attention import inplace_cache_updates
 
 
 def step_coins(seed, t, batch_size):
@@ -88,9 +87,8 @@ def prefill(model, prompt_ids, lengths, max_new):
     """
     B, P = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
     N = tf.reduce_max(tf.concat([max_new, [0]], 0))
-    cache = model.init_cache(B, P + N)
-    with inplace_cache_updates():  # the cache is ours: fill it in place
-        logits, cache = model.next(prompt_ids, cache, tf.zeros([B], tf.int32), valid=lengths)   # [B, P, V]
+    cache = model.init_cache(B, P + N)                                        # ours: next() fills it in place
+    logits, cache = model.next(prompt_ids, cache, tf.zeros([B], tf.int32), valid=lengths)   # [B, P, V]
     last = tf.gather(logits, lengths - 1, batch_dims=1)                      # [B, V]
     seq = tf.where(tf.range(P)[None, :] < lengths[:, None], prompt_ids, -1)  # -1: the sampler's pad
     seq = tf.concat([seq, -tf.ones([B, N], tf.int32)], 1)                     # [B, P + N]
@@ -116,8 +114,7 @@ def decode_step(model, t, done, last, cache, seq, lengths, max_new, temperature,
     done = done | stop_hit(seq, index, t + 1, stop_ids) | (t + 1 >= max_new)
     # Finished rows re-feed their last prompt position (their logits are unused), so a row whose budget
     # ended early never steps past the model's context while the others go on.
-    with inplace_cache_updates():
-        logits, cache = model.next(tf.maximum(ids, 0)[:, None], cache, tf.where(done, lengths - 1, index))
+    logits, cache = model.next(tf.maximum(ids, 0)[:, None], cache, tf.where(done, lengths - 1, index))
     return ids, lp, done, logits[:, 0], cache, seq
 
 

@@ -2,64 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
 import keras
 import tensorflow as tf
 
 from keraslm import ops
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def inplace_cache_updates():
-    """Within this scope, attention layers write new keys and values into the
-    cache buffers in place (``InplaceUpdate``) instead of copying the cache.
-
-    Only for callers that own their cache (the decoding loops, which create it
-    with ``init_cache`` and never reuse an older version of it); outside the
-    scope every update returns a new cache and leaves its input untouched.
-    """
-    previous = getattr(_local, "inplace", False)
-    _local.inplace = True
-    try:
-        yield
-    finally:
-        _local.inplace = previous
-
-
-def cache_updates_in_place():
-    """True inside :func:`inplace_cache_updates`."""
-    return getattr(_local, "inplace", False)
-
-
-def dense(layer, x):
-    """``layer(x)`` for a Keras ``Dense`` layer without activation.
-
-    One-token steps (``x`` of static shape ``[B, 1, C]``, float32) go through
-    :func:`keraslm.ops.linear`, which streams the weights once per token; other
-    float32 inputs use bfloat16 products when the matmul precision allows it
-    (:func:`keraslm.ops.set_matmul_precision`)."""
-    if x.dtype == tf.float32 and layer.compute_dtype == "float32":
-        if x.shape.rank == 3 and x.shape[1] == 1:
-            return ops.linear(x, layer.kernel, layer.bias if layer.use_bias else None)
-        y = ops.dense_matmul(x, layer.kernel)
-        if y is not None:
-            return y + layer.bias if layer.use_bias else y
-    return layer(x)
-
-
-def layer_norm(layer, x):
-    """``layer(x)`` for a Keras ``LayerNormalization`` over the last axis; float32
-    inputs go through :func:`keraslm.ops.layer_norm` (one fused pass forward and
-    one backward with the custom ops, also inside XLA)."""
-    if (x.dtype == tf.float32 and layer.compute_dtype == "float32" and layer.axis in (-1, [-1]) and layer.scale
-            and not layer.rms_scaling):
-        return ops.layer_norm(x, layer.gamma, layer.beta if layer.center else None, layer.epsilon)
-    return layer(x)
-
+from keraslm.layers.dispatch import dense
+from keraslm.validation import positive_int
 
 @keras.saving.register_keras_serializable(package="keraslm")
 class CausalSelfAttention(keras.layers.Layer):
@@ -79,7 +27,9 @@ class CausalSelfAttention(keras.layers.Layer):
     Call args:
         x: ``[B, T, C]``.
         cache: optional ``(k, v)`` pair, each ``[B, S, Hkv, D]``: the keys and
-            values of earlier positions.
+            values of earlier positions. The layer writes the new keys and values
+            into these buffers in place (the caller owns the cache and uses only
+            the one returned; see :class:`keraslm.models.CausalLM`).
         index: ``[B]`` int32 position of ``x[:, 0]`` in each row (with ``cache``);
             when ``T > 1`` every row must share the same index.
         key_lengths: optional ``[B]`` int32 number of valid keys per row (right
@@ -92,9 +42,8 @@ class CausalSelfAttention(keras.layers.Layer):
     def __init__(self, num_heads, num_kv_heads=None, use_bias=True, dropout=0.0, proj_init_std=0.02, **kwargs):
         super().__init__(**kwargs)
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        for name, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int("num_heads", num_heads)
+        positive_int("num_kv_heads", num_kv_heads)
         if num_heads % num_kv_heads:
             raise ValueError(f"num_heads={num_heads} must be a multiple of num_kv_heads={num_kv_heads}")
         if not 0.0 <= dropout < 1.0:
@@ -137,7 +86,7 @@ class CausalSelfAttention(keras.layers.Layer):
 
     @staticmethod
     def _update_cache(cache, k, v, index, key_lengths, T):
-        """Writes k, v at positions index[b] + t; returns the new cache and the keys/values to attend to.
+        """Writes k, v at positions index[b] + t (in place); returns the cache and the keys/values to attend to.
 
         A one-token step attends to the whole cache, with ``key_lengths``
         bounding each row's live keys (the fused op reads only those, so the
@@ -150,18 +99,13 @@ class CausalSelfAttention(keras.layers.Layer):
         index = tf.cast(index, tf.int32)
         pos = index[:, None] + tf.range(T)[None, :]                          # [B, T]
         k, v = tf.cast(k, k_cache.dtype), tf.cast(v, v_cache.dtype)
-        if cache_updates_in_place():
-            rows = tf.reshape(tf.range(B)[:, None] * S + pos, [-1])          # [B * T] rows of [B * S, Hkv, D]
-            flat = [B * S, Hkv, D]
+        rows = tf.reshape(tf.range(B)[:, None] * S + pos, [-1])              # [B * T] rows of [B * S, Hkv, D]
+        flat = [B * S, Hkv, D]
 
-            def write(c, new):
-                new = tf.reshape(new, [B * T, Hkv, D])                       # [B * T, Hkv, D]
-                return tf.reshape(tf.raw_ops.InplaceUpdate(x=tf.reshape(c, flat), i=rows, v=new), tf.shape(c))
-        else:
-            idx = tf.stack([tf.broadcast_to(tf.range(B)[:, None], [B, T]), pos], -1)   # [B, T, 2]
+        def write(c, new):  # in place: no copy of the cache per token
+            new = tf.reshape(new, [B * T, Hkv, D])                           # [B * T, Hkv, D]
+            return tf.reshape(tf.raw_ops.InplaceUpdate(x=tf.reshape(c, flat), i=rows, v=new), tf.shape(c))
 
-            def write(c, new):
-                return tf.tensor_scatter_nd_update(c, idx, new)                # [B, S, Hkv, D]
         k_cache, v_cache = write(k_cache, k), write(v_cache, v)
         if key_lengths is None:
             key_lengths = index + T

@@ -6,9 +6,9 @@ import keras
 import tensorflow as tf
 
 from keraslm import ops
-from keraslm.layers import attention as attention_module
-from keraslm.layers.attention import CausalSelfAttention, dense, layer_norm
-from keraslm.ops import _loader
+from keraslm.layers.attention import CausalSelfAttention
+from keraslm.layers.dispatch import dense, layer_norm
+from keraslm.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
@@ -34,8 +34,7 @@ class TransformerBlock(keras.layers.Layer):
     def __init__(self, num_heads, num_kv_heads=None, mlp_ratio=4, dropout=0.0, use_bias=True,
                  layer_norm_epsilon=1e-5, proj_init_std=0.02, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(mlp_ratio, int) or mlp_ratio < 1:
-            raise ValueError(f"mlp_ratio must be a positive integer, got {mlp_ratio!r}")
+        positive_int("mlp_ratio", mlp_ratio)
         self.num_heads, self.num_kv_heads, self.mlp_ratio = num_heads, num_kv_heads, mlp_ratio
         self.dropout, self.use_bias, self.layer_norm_epsilon = dropout, use_bias, layer_norm_epsilon
         self.proj_init_std = proj_init_std
@@ -63,34 +62,35 @@ class TransformerBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, cache=None, index=None, key_lengths=None, training=None):
-        if cache is not None and not training and self._fusable(x):
-            return self._fused_step(x, cache, index, key_lengths)
+        if cache is not None and not training and self._runs_decoder_step_op(x):
+            return self._decoder_step(x, cache, index, key_lengths)
         a = self.attn(self._norm(self.ln_1, x, training), cache=cache, index=index, key_lengths=key_lengths,
                       training=training)
         if cache is not None:
             a, cache = a
         x = x + a
         h = dense(self.c_fc, self._norm(self.ln_2, x, training))
-        h = _fused_gelu(h) if self._fuse(training) else keras.activations.gelu(h, approximate=True)
+        h = _compiled_gelu(h) if self._compiles_elementwise(training) else keras.activations.gelu(h, approximate=True)
         x = x + self.drop(dense(self.c_proj, h), training=training)
         return x if cache is None else (x, cache)
 
-    def _fuse(self, training):
+    def _compiles_elementwise(self, training):
+        """bfloat16 / float16 training steps run LayerNorm and the GELU as XLA-compiled functions."""
         return bool(training) and self.compute_dtype != "float32"
 
     def _norm(self, layer, x, training):
-        if not self._fuse(training):
+        if not self._compiles_elementwise(training):
             return layer_norm(layer, x)
         beta = tf.convert_to_tensor(layer.beta) if layer.center else None
-        y = _fused_layer_norm(x, tf.convert_to_tensor(layer.gamma), beta, layer.epsilon)
+        y = _compiled_layer_norm(x, tf.convert_to_tensor(layer.gamma), beta, layer.epsilon)
         return tf.cast(y, layer.compute_dtype)
 
-    def _fusable(self, x):
-        """One-token float32 steps run as one fused op when the custom ops are in use."""
+    def _runs_decoder_step_op(self, x):
+        """One-token float32 steps run as one :func:`keraslm.ops.decoder_block_step` when the custom ops are in use."""
         return (x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32
-                and self.compute_dtype == "float32" and _loader.use_custom("decoder_block_step"))
+                and self.compute_dtype == "float32" and ops.uses_custom_op("decoder_block_step"))
 
-    def _fused_step(self, x, cache, index, key_lengths):
+    def _decoder_step(self, x, cache, index, key_lengths):
         index = tf.cast(index, tf.int32)
         if key_lengths is None:
             key_lengths = index + 1
@@ -104,7 +104,7 @@ class TransformerBlock(keras.layers.Layer):
             ln_2=(self.ln_2.gamma, bias(self.ln_2.beta)),
             mlp_c_fc=(self.c_fc.kernel, bias(self.c_fc.bias)),
             mlp_c_proj=(self.c_proj.kernel, bias(self.c_proj.bias)),
-            epsilon=self.layer_norm_epsilon, in_place=attention_module.cache_updates_in_place())
+            epsilon=self.layer_norm_epsilon, in_place=True)  # the cache is the caller's to give (CausalLM.next)
         return y[:, None], (k_cache, v_cache)
 
     def get_config(self):
@@ -116,15 +116,14 @@ class TransformerBlock(keras.layers.Layer):
 # Training steps in bfloat16 / float16 run these elementwise chains as one XLA kernel each (forward,
 # and backward through its gradient function), where TF would run every op of them over the whole
 # [B, T, C] or [B, T, 4C] tensor (~8 passes forward and ~10 backward for the tanh-GELU) and does not
-# vectorize bfloat16 elementwise ops: gpt-mini's mixed_bfloat16 step went from 3.85k to 4.39k tok/s.
-# In float32, TF's own ops were faster here (2.8k against 2.5-2.6k tok/s), so they stay. Only in
-# training, whose shapes repeat; inference keeps the plain ops (no compilation per prompt length).
+# vectorize bfloat16 elementwise ops (README, "Training throughput", has the measured gain). In float32,
+# TF's own ops were faster, so they stay. Only in training, whose shapes repeat; inference keeps the
+# plain ops (no compilation per prompt length).
 @tf.function(jit_compile=True)
-def _fused_gelu(x):
+def _compiled_gelu(x):
     return keras.activations.gelu(x, approximate=True)
 
 
 @tf.function(jit_compile=True)
-def _fused_layer_norm(x, gamma, beta, epsilon):
+def _compiled_layer_norm(x, gamma, beta, epsilon):
     return keras.ops.layer_normalization(x, gamma, beta, axis=-1, epsilon=epsilon)
-

@@ -12,12 +12,16 @@ class CausalLM(keras.Model):
     A model maps token ids to next-token logits, ``call(token_ids [B, T]) ->
     logits [B, T, V]``, and exposes the one generation contract:
 
-    * ``init_cache(batch_size, max_length)`` -> the model's decoding state
-      (K/V tensors for a transformer, (h, c) / h for recurrent layers);
+    * ``init_cache(batch_size, max_length)`` -> a fresh decoding state that the
+      caller owns (K/V buffers for a transformer, (h, c) / h for recurrent layers);
     * ``next(ids [B, T], cache, index [B], valid=None) -> (logits [B, T, V], cache)``:
       feeds ``T`` tokens starting at position ``index[b]`` of each row (only the
       first ``valid[b]`` of them are real when given), returns their logits
-      and the updated state.
+      and the updated state. ``next`` takes the cache over: it may write the new
+      keys and values into the given buffers in place (a transformer does, so a
+      decoding step copies no cache), so the caller must use only the cache it
+      returns. To branch from a state, copy or gather it first (beam search
+      gathers its rows, which makes new buffers).
 
     ``features(token_ids)`` returns the final hidden states ``[B, T, C]`` (used
     by :class:`~keraslm.models.SequenceClassifier`).
@@ -55,6 +59,14 @@ class CausalLM(keras.Model):
         """Width C of :meth:`features`."""
         raise NotImplementedError
 
+    def prefers_xla_training(self, custom_ops):
+        """Whether the harness should compile this model's train step with XLA (``jit_compile="auto"``).
+
+        Args:
+            custom_ops: whether keraslm's compiled ops are in use.
+        """
+        return False
+
     # --- shared behaviour ------------------------------------------------------------------
     def call(self, token_ids, training=None):
         return self.logits_from_features(self.features(token_ids, training=training))
@@ -90,9 +102,3 @@ class CausalLM(keras.Model):
         if not self.built:
             self(tf.zeros([1, 1], tf.int32))
         return self
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value

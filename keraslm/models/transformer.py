@@ -7,8 +7,9 @@ import tensorflow as tf
 
 from keraslm import ops
 from keraslm.layers import PositionEmbedding, TransformerBlock
-from keraslm.layers.attention import layer_norm
-from keraslm.models.base import CausalLM, check_positive_int
+from keraslm.layers.dispatch import layer_norm
+from keraslm.models.base import CausalLM
+from keraslm.validation import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
@@ -45,11 +46,11 @@ class TransformerLM(CausalLM):
                  dropout=0.0, use_bias=True, position_embedding="learned", tie_embeddings=True,
                  layer_norm_epsilon=1e-5, tokenizer=None, **kwargs):
         super().__init__(tokenizer=tokenizer, **kwargs)
-        self._vocab_size = check_positive_int("vocab_size", vocab_size)
-        self._max_length = check_positive_int("max_length", max_length)
-        check_positive_int("num_layers", num_layers)
-        check_positive_int("num_heads", num_heads)
-        check_positive_int("width", width)
+        self._vocab_size = positive_int("vocab_size", vocab_size)
+        self._max_length = positive_int("max_length", max_length)
+        positive_int("num_layers", num_layers)
+        positive_int("num_heads", num_heads)
+        positive_int("width", width)
         if width % num_heads:
             raise ValueError(f"width={width} must be divisible by num_heads={num_heads}")
         self.num_layers, self.num_heads, self.width = num_layers, num_heads, width
@@ -83,6 +84,13 @@ class TransformerLM(CausalLM):
     def head_dim(self):
         return self.width // self.num_heads
 
+    def prefers_xla_training(self, custom_ops):
+        # Short contexts train fastest with XLA fusing everything around the fused attention and
+        # bfloat16 products (XLA custom calls where the op library has them, else the pure-TF
+        # attention). Longer contexts (the presets that train them use dropout, and XLA's CPU random
+        # bits for dropout masks are very slow) run without XLA.
+        return not custom_ops or self._max_length <= 128
+
     def build(self, input_shape):
         shape = (input_shape[0], input_shape[1], self.width)
         # Sublayers may already be built by next() / init_cache() before call().
@@ -103,15 +111,19 @@ class TransformerLM(CausalLM):
         x = self._embed(token_ids, positions, training)
         for block in self.blocks:
             x = block(x, training=training)
-        return layer_norm(self.ln_f, x)                                            # [B, T, C]
+        return self._final_norm(x)                                                 # [B, T, C]
+
+    def _final_norm(self, x):
+        """``ln_f`` of :meth:`features` and :meth:`next` alike (the fused op for float32)."""
+        return layer_norm(self.ln_f, x)
 
     def logits_from_features(self, x):
         if self.lm_head is not None:
             y = ops.dense_matmul(x, self.lm_head.kernel) if x.shape[1] != 1 else None  # bfloat16 products
             return self.lm_head(x) if y is None else y
         w = tf.cast(self.wte.embeddings, x.dtype)                                   # [V, C]
-        # A 2-D MatMul: TF's batched matmul costs ~50 us more per call, which is
-        # a sizeable part of a one-token decoding step.
+        # A 2-D MatMul: TF's batched matmul costs more per call, a sizeable part of
+        # a one-token decoding step.
         rows = tf.reshape(x, [-1, self.width])                                      # [B * T, C]
         if x.dtype == tf.float32 and x.shape[1] != 1 and ops.bf16_products_active():
             logits = ops.matmul_bf16(rows, w, transpose_b=True)                     # [B * T, V]
@@ -142,7 +154,7 @@ class TransformerLM(CausalLM):
         for block, layer_cache in zip(self.blocks, cache):
             x, layer_cache = block(x, cache=layer_cache, index=index, key_lengths=key_lengths)
             new_cache.append(layer_cache)
-        return self.logits_from_features(self.ln_f(x)), tuple(new_cache)
+        return self.logits_from_features(self._final_norm(x)), tuple(new_cache)
 
     def get_config(self):
         return {

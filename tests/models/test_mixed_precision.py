@@ -24,9 +24,9 @@ def test_fused_training_ops_match_the_plain_ops_in_bfloat16(rng, monkeypatch):
     model(ids)
     for w in model.trainable_weights:   # LayerNorm gains / biases away from 1 / 0
         w.assign(w + rng.standard_normal(w.shape).astype(np.float32) * 0.05)
-    assert model.blocks[0]._fuse(True) and not model.blocks[0]._fuse(False)
+    assert model.blocks[0]._compiles_elementwise(True) and not model.blocks[0]._compiles_elementwise(False)
     fused_loss, fused_grads = _loss_and_grads(model, ids, labels)
-    monkeypatch.setattr(TransformerBlock, "_fuse", lambda self, training: False)
+    monkeypatch.setattr(TransformerBlock, "_compiles_elementwise", lambda self, training: False)
     plain_loss, plain_grads = _loss_and_grads(model, ids, labels)
     assert abs(float(fused_loss) - float(plain_loss)) < 0.02
     for w, a, b in zip(model.trainable_weights, fused_grads, plain_grads):
@@ -37,19 +37,19 @@ def test_fused_training_ops_match_the_plain_ops_in_bfloat16(rng, monkeypatch):
 
 def test_float32_training_keeps_the_plain_ops():
     block = TransformerBlock(num_heads=2)
-    assert not block._fuse(True)
+    assert not block._compiles_elementwise(True)
 
 
-def test_fused_gelu_and_layer_norm_formulas(rng):
-    from keraslm.layers.transformer_block import _fused_gelu, _fused_layer_norm
+def test_compiled_gelu_and_layer_norm_formulas(rng):
+    from keraslm.layers.transformer_block import _compiled_gelu, _compiled_layer_norm
 
     x = (rng.standard_normal((5, 7, 11)) * 3).astype(np.float32)
     z = x.astype(np.float64)
     gelu = 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z ** 3)))
-    np.testing.assert_allclose(_fused_gelu(tf.constant(x)).numpy(), gelu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_compiled_gelu(tf.constant(x)).numpy(), gelu, rtol=1e-5, atol=1e-6)
     gamma, beta = rng.standard_normal(11).astype(np.float32), rng.standard_normal(11).astype(np.float32)
     norm = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + 1e-5) * gamma + beta
-    np.testing.assert_allclose(_fused_layer_norm(tf.constant(x), tf.constant(gamma), tf.constant(beta), 1e-5).numpy(),
+    np.testing.assert_allclose(_compiled_layer_norm(tf.constant(x), tf.constant(gamma), tf.constant(beta), 1e-5).numpy(),
                                norm, rtol=1e-4, atol=1e-5)
-    without_beta = _fused_layer_norm(tf.constant(x), tf.constant(gamma), None, 1e-5).numpy()
+    without_beta = _compiled_layer_norm(tf.constant(x), tf.constant(gamma), None, 1e-5).numpy()
     np.testing.assert_allclose(without_beta, norm - beta, rtol=1e-4, atol=1e-5)

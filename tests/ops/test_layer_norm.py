@@ -121,5 +121,5 @@ def test_transformer_blocks_match_keras_layer_norm(rng):
         ln.beta.assign(rng.standard_normal(ln.beta.shape).astype(np.float32))
     x = tf.constant(rng.standard_normal((3, 7, 24)).astype(np.float32))
     for ln in [model.ln_f] + [b.ln_1 for b in model.blocks]:
-        np.testing.assert_allclose(keraslm.layers.attention.layer_norm(ln, x).numpy(), ln(x).numpy(),
+        np.testing.assert_allclose(keraslm.layers.dispatch.layer_norm(ln, x).numpy(), ln(x).numpy(),
                                    rtol=1e-5, atol=1e-5)
