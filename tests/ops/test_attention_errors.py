@@ -14,7 +14,7 @@ import tensorflow as tf
 import keraslm
 from keraslm import _C
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DYN = tf.TensorSpec(None, tf.float32)
 
 

@@ -93,7 +93,7 @@ def test_lower_isa_variants(isa):
 
 
 def test_attention_layer_one_token_steps_use_the_op_and_match_the_full_pass(rng):
-    # TransformerLM's blocks run one-token steps as one fused op (tests/test_decoder_step.py); the
+    # TransformerLM's blocks run one-token steps as one fused op (tests/ops/test_decoder_step.py); the
     # attention layer on its own runs its projections through the linear op.
     layer = keraslm.layers.CausalSelfAttention(num_heads=2, num_kv_heads=1)
     x = tf.constant(rng.standard_normal((3, 9, 16)), tf.float32)
