@@ -50,6 +50,12 @@ struct DecoderStepParams {
 // Size of the scratch buffer the caller provides, in floats.
 int64_t decoder_step_scratch_floats(const DecoderStepParams& p);
 
+// Reference (decoder_step_reference.cc): the formulas above written out in
+// double, with its own scratch (p.scratch is not used).  It writes the same
+// cache rows (rounded to float) and attends over the float caches.
+void decoder_step_forward_reference(const DecoderStepParams& p);
+
+// Fast CPU kernel (decoder_step.cc).
 void decoder_step_forward(const DecoderStepParams& p, const Parallel& par);
 
 }  // namespace keraslm

@@ -37,6 +37,10 @@ struct LayerNormGradParams {
   float* dbeta = nullptr;        // [C] or nullptr (not wanted)
 };
 
+// Reference (layer_norm_reference.cc): the naive spec, double accumulators.
+void layer_norm_forward_reference(const LayerNormParams& p);
+void layer_norm_backward_reference(const LayerNormGradParams& g);
+
 // Fast CPU kernels (layer_norm_cpu.cc, ISA-dispatched).
 void layer_norm_forward(const LayerNormParams& p, const Parallel& par);
 void layer_norm_backward(const LayerNormGradParams& g, const Parallel& par);

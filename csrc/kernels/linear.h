@@ -25,6 +25,9 @@ struct LinearParams {
   float* out = nullptr;
 };
 
+// Reference (linear_reference.cc): the naive spec, double accumulators.
+void linear_forward_reference(const LinearParams& p);
+
 // Fast CPU kernel (linear_cpu.cc, ISA-dispatched).
 void linear_forward(const LinearParams& p, const Parallel& par);
 

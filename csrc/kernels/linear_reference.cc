@@ -1,0 +1,22 @@
+// The naive dense-layer spec (linear.h): out = x @ w (+ bias), one output at a
+// time, the dot product in double.  Slow on purpose; the tests hold the fast
+// kernel (linear_forward and linear_forward_columns) to it.
+#include "kernels/linear.h"
+
+namespace keraslm {
+
+void linear_forward_reference(const LinearParams& p) {
+  const int64_t M = p.M, K = p.K, N = p.N;
+  for (int64_t m = 0; m < M; ++m) {
+    const float* x = p.x + m * K;  // [K]
+    float* out = p.out + m * N;    // [N]
+    for (int64_t n = 0; n < N; ++n) {
+      // out[m, n] = sum_k x[m, k] * w[k, n] + bias[n];  w is [K, N] row-major.
+      double s = p.bias ? double(p.bias[n]) : 0.0;
+      for (int64_t k = 0; k < K; ++k) s += double(x[k]) * p.w[k * N + n];
+      out[n] = static_cast<float>(s);
+    }
+  }
+}
+
+}  // namespace keraslm
