@@ -182,7 +182,7 @@ void pack_b(const GemmBf16Params& p, int64_t Np, int64_t Kp, uint32_t* bp, int64
 }
 
 // Grow-only, 64-byte aligned scratch: a tile row that straddles two cache
-// lines costs two accesses, which made unaligned packs ~3x slower.
+// lines costs two accesses, which made unaligned packs several times slower.
 struct Scratch {
   void* data = nullptr;
   size_t bytes = 0;

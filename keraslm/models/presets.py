@@ -38,13 +38,12 @@ PRESETS = {
                   "min_learning_rate": 0.8 ** 33, "warmup_steps": 0, "weight_decay": 0.0, "grad_clip": 5.0},
     },
     # nanoGPT's CPU "baby GPT" on shakespeare_char, with two changes: a separate LM head and biases.
-    # With nanoGPT's recipe below, tying the head to the 65-character embedding costs ~0.06 nats of
-    # validation loss (1.91 tied and bias-free, 1.85 with both changes: measured, README "Benchmarks");
-    # the untied head adds only vocab x 128 weights (about 1% of the model).
+    # With nanoGPT's recipe below, tying the head to the 65-character embedding costs validation loss,
+    # and the untied head adds only vocab x 128 weights (about 1% of the model).
     # Training uses bfloat16 products where AMX runs them (matmul_precision "auto"): the same
-    # validation loss as float32 products on this recipe (1.852 / 1.838 for seeds 1337 / 1, both ways).
-    # The final weights are an exponential moving average (momentum 0.99) of the trained ones:
-    # 1.845 / 1.833 / 1.845 for seeds 1337 / 1 / 2, against 1.852 / 1.838 / 1.850 without.
+    # validation loss as float32 products on this recipe. The final weights are an exponential moving
+    # average (momentum 0.99) of the trained ones, which lowers the validation loss a little.
+    # The measured losses of each variant are in README "Benchmarks".
     "gpt-nano": {
         "family": "transformer",
         "tokenizer": "char",
