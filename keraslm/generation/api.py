@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import weakref
-
 import tensorflow as tf
 
-from keraslm.generation.decode import make_sampling_loop
+from keraslm.generation.compiled import compiled
+from keraslm.generation.decode import build_sampling_loop
 from keraslm.generation.settings import prepare, truncate_at_stop
 from keraslm.validation import positive_int
 
-_LOOPS = weakref.WeakKeyDictionary()
-
-
 def _loop_for(model):
-    loop = _LOOPS.get(model)
-    if loop is None:
-        loop = _LOOPS[model] = make_sampling_loop(model)
-    return loop
+    return compiled(model, "sampling_loop", build_sampling_loop)
 
 
 def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,

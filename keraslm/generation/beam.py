@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import tensorflow as tf
 
-_FNS = weakref.WeakKeyDictionary()
+from keraslm.generation.compiled import compiled
+
+
+def _build(get_model):
+    def prefill(ids, lengths, size):
+        B = tf.shape(ids)[0]
+        model = get_model()
+        logits, cache = model.next(ids, model.init_cache(B, size), tf.zeros([B], tf.int32), valid=lengths)
+        return tf.nn.log_softmax(tf.cast(tf.gather(logits, lengths - 1, batch_dims=1), tf.float32)), cache
+
+    def step(tokens, cache, index, parents):
+        cache = tf.nest.map_structure(lambda c: tf.gather(c, parents), cache)    # reorder beams (new buffers)
+        logits, cache = get_model().next(tokens[:, None], cache, index)
+        return tf.nn.log_softmax(tf.cast(logits[:, 0], tf.float32)), cache
+
+    return tf.function(prefill, reduce_retracing=True), tf.function(step, reduce_retracing=True)
 
 
 def _functions(model):
-    fns = _FNS.get(model)
-    if fns is None:
-        def prefill(ids, lengths, size):
-            B = tf.shape(ids)[0]
-            logits, cache = model.next(ids, model.init_cache(B, size), tf.zeros([B], tf.int32), valid=lengths)
-            return tf.nn.log_softmax(tf.cast(tf.gather(logits, lengths - 1, batch_dims=1), tf.float32)), cache
-
-        def step(tokens, cache, index, parents):
-            cache = tf.nest.map_structure(lambda c: tf.gather(c, parents), cache)    # reorder beams (new buffers)
-            logits, cache = model.next(tokens[:, None], cache, index)
-            return tf.nn.log_softmax(tf.cast(logits[:, 0], tf.float32)), cache
-
-        fns = _FNS[model] = (tf.function(prefill, reduce_retracing=True), tf.function(step, reduce_retracing=True))
-    return fns
+    return compiled(model, "beam_search", _build)
 
 
 def _ends_with_stop(seq, stops):

@@ -65,6 +65,12 @@ def make_sampling_loop(model):
     stop_ids [B, NS, LS]) and returns (new_ids [B, N] padded with -1,
     num_tokens [B], logprobs [B, N]).
     """
+    return build_sampling_loop(lambda: model)
+
+
+def build_sampling_loop(get_model):
+    """:func:`make_sampling_loop` for the model that ``get_model()`` returns when the loop is traced
+    (see :mod:`keraslm.generation.compiled`: the loop then does not keep the model alive)."""
     spec = tf.TensorSpec
     signature = [spec([None, None], tf.int32), spec([None], tf.int32), spec([None], tf.int32),
                  spec([None], tf.float32), spec([None], tf.int32), spec([None], tf.float32),
@@ -73,8 +79,8 @@ def make_sampling_loop(model):
 
     @tf.function(input_signature=signature, jit_compile=False)
     def loop(prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p, penalty, seed, stop_ids):
-        return sampling_loop(model, prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p, penalty,
-                             seed, stop_ids)
+        return sampling_loop(get_model(), prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p,
+                             penalty, seed, stop_ids)
 
     return loop
 

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import weakref
-
 import tensorflow as tf
 
+from keraslm.generation.compiled import compiled
 from keraslm.generation.decode import decode_step, prefill
 from keraslm.generation.settings import prepare, truncate_at_stop
 
-_STEPS = weakref.WeakKeyDictionary()
+def _build(get_model):
+    pre = tf.function(lambda ids, lengths, max_new: prefill(get_model(), ids, lengths, max_new),
+                      reduce_retracing=True)
+    step = tf.function(lambda *args: decode_step(get_model(), *args), reduce_retracing=True)
+    return pre, step
 
 
 def _functions(model):
-    fns = _STEPS.get(model)
-    if fns is None:
-        pre = tf.function(lambda ids, lengths, max_new: prefill(model, ids, lengths, max_new),
-                          reduce_retracing=True)
-        step = tf.function(lambda *args: decode_step(model, *args), reduce_retracing=True)
-        fns = _STEPS[model] = (pre, step)
-    return fns
+    return compiled(model, "stream", _build)
 
 
 def stream(model, prompt, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
