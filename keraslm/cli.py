@@ -45,8 +45,9 @@ def _add_train_flags(parser):
             continue
         types = {"int": int, "float": float, "bool": _bool, "str": str, "dict": _json_dict}
         kind = types[f.type if isinstance(f.type, str) else f.type.__name__]
+        extra = {"nargs": "?", "const": True} if kind is _bool else {}   # --overwrite, or --overwrite false
         parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                            help=f"(default: the preset's, else {f.default!r})")
+                            help=f"(default: the preset's, else {f.default!r})", **extra)
 
 
 def build_parser():
@@ -133,6 +134,16 @@ def _export(args):
                  max_new_tokens_limit=args.max_new_tokens_limit))
 
 
+def _one_line(error):
+    """An error message on one line: TensorFlow's (which carry graph context after the first line) trimmed."""
+    tf = sys.modules.get("tensorflow")
+    text = error.message if tf is not None and isinstance(error, tf.errors.OpError) else str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    assertion = next((line for line in lines if "assertion failed:" in line), None)
+    text = assertion.split("assertion failed:", 1)[1].strip(" []") if assertion else (lines[0] if lines else "")
+    return text or type(error).__name__
+
+
 def main(argv=None):
     """Entry point of the ``keraslm`` command; returns the process exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -142,8 +153,14 @@ def main(argv=None):
     handlers = {"train": _train, "evaluate": _evaluate, "generate": _generate, "export": _export}
     try:
         handlers[args.command](args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"keraslm {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as e:
+        print(f"keraslm {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - TensorFlow's run-time errors (e.g. a failed check in a graph)
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(e, tf.errors.OpError):
+            raise
+        print(f"keraslm {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -37,7 +37,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from keraslm import ops
-from keraslm.atomic import publish_directory, temporary_directory
+from keraslm.atomic import publish_directory, remove_stale_temporaries, temporary_directory
 from keraslm.generation.decode import sampling_loop
 from keraslm.generation.settings import start_token
 from keraslm.ops.sampling import SETTING_RULES
@@ -342,6 +342,7 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
         os.makedirs(export_base, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cannot create the export base {export_base}: {e}") from None
+    remove_stale_temporaries(export_base)             # what killed exports left behind
     if version is None:
         version = next_version(export_base)
     non_negative_int("version", version)

@@ -15,21 +15,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
+import shutil
 import time
 
 import keras
 import tensorflow as tf
 
 from keraslm import ops
-from keraslm.atomic import atomic_write_text
-from keraslm.checkpoint import Checkpointer, atomic_save_model, read_state
+from keraslm.atomic import atomic_write_json, json_safe, remove_stale_temporaries
+from keraslm.checkpoint import Checkpointer, atomic_save_model, has_checkpoint_files, load_checkpoint
 from keraslm.evaluation import check_vocabulary
 from keraslm.metrics import BitsPerToken, Perplexity, TokenCrossEntropy
 from keraslm.models.presets import from_preset, get_preset
 from keraslm.optimizers import WarmupCosine, make_optimizer
 from keraslm.precision import float32_copy, make_strategy, resolve_matmul_precision, use_mixed_precision, use_xla
-from keraslm.validation import positive_int
+from keraslm.validation import non_negative_int, number, positive_int
 
 log = logging.getLogger("keraslm")
 
@@ -78,7 +80,9 @@ class TrainConfig:
     jit_compile: str = "auto"           # "auto" | "on" | "off": XLA for the train step
     steps_per_execution: int = 0        # train steps per compiled call (0 = auto: 10 with XLA, else 1)
     ops: str = "auto"                   # keraslm.ops switch: "auto" | "custom" | "reference"
-    resume: bool = True                 # continue from <out>/checkpoints when present
+    resume: bool = True                 # continue from <out>/checkpoints when present (the settings must match
+                                        # the run's config.json; steps may grow)
+    overwrite: bool = False             # start over: delete <out>'s checkpoints, logs, model and records first
     verbose: int = 1                    # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
 
     @classmethod
@@ -90,6 +94,41 @@ class TrainConfig:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
         values = {"preset": preset, **get_preset(preset)["train"], **overrides}
         return cls(**values)
+
+    def validate(self):
+        """Raises ValueError naming the first setting that is out of range (before any work is done)."""
+        if not self.data:
+            raise ValueError("no training data: pass data=[file, ...]")
+        for name in ("steps", "batch_size", "block_size", "checkpoint_every"):
+            positive_int(name, getattr(self, name))
+        for name in ("vocab_size", "warmup_steps", "decay_steps", "eval_steps", "steps_per_execution", "seed"):
+            non_negative_int(name, getattr(self, name))
+        number("learning_rate", self.learning_rate, low=0, low_open=True)
+        for name in ("min_learning_rate", "weight_decay", "grad_clip"):
+            number(name, getattr(self, name), low=0)
+        for name in ("beta1", "beta2", "ema_momentum", "validation_fraction"):
+            number(name, getattr(self, name), low=0, high=1, high_open=True)
+        if self.dropout != -1:
+            number("dropout", self.dropout, low=0, high=1, high_open=True)
+        if not isinstance(self.model_args, dict):
+            raise ValueError(f"model_args must be a dict of constructor arguments, got {self.model_args!r}")
+        for name in ("deterministic", "resume", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.windows not in ("random", "sequential"):
+            raise ValueError(f"windows must be 'random' or 'sequential', got {self.windows!r}")
+        get_preset(self.preset)
+        return self
+
+    def record(self):
+        """The settings as written to ``config.json`` (a strategy object by its class name)."""
+        strategy = self.strategy if isinstance(self.strategy, str) else type(self.strategy).__name__
+        return {**dataclasses.asdict(self), "strategy": strategy}
+
+
+# Settings that may differ when a run resumes: they do not change what was trained so far (out is
+# where the run is, however it is spelled).
+_RESUMABLE_CHANGES = ("out", "steps", "verbose", "resume", "overwrite")
 
 
 def compile_model(model, cfg):
@@ -175,8 +214,6 @@ def _datasets(cfg, tokenizer):
     """(train dataset starting after N batches: a function of N, validation dataset)."""
     from keraslm.data import lm_dataset, random_windows, split_tokens
 
-    if cfg.windows not in ("random", "sequential"):
-        raise ValueError(f"windows must be 'random' or 'sequential', got {cfg.windows!r}")
     tokens = None
     if cfg.windows == "random":
         tokens = split_tokens(cfg.data, tokenizer, "train", cfg.validation_fraction)
@@ -237,12 +274,7 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
     elif overrides:
         config = dataclasses.replace(config, **overrides)
     cfg = config
-    if not cfg.data:
-        raise ValueError("no training data: pass data=[file, ...]")
-    for name in ("steps", "batch_size", "block_size", "checkpoint_every"):
-        positive_int(name, getattr(cfg, name))
-    if not 0.0 <= cfg.ema_momentum < 1.0:
-        raise ValueError(f"ema_momentum must be in [0, 1), got {cfg.ema_momentum!r}")
+    cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -258,13 +290,83 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
         keras.mixed_precision.set_dtype_policy(previous_policy)
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stops ``fit`` at the first step whose loss is not finite and remembers the step and the loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.step = self.loss = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)) and self.step is None:
+            self.step, self.loss = int(self.model.optimizer.iterations.numpy()), float(loss)
+            self.model.stop_training = True
+
+
+# The files a run writes in its directory (what overwrite=True deletes; nothing else is touched).
+_RUN_FILES = ("checkpoints", "logs", "model.keras", "metrics.json", "config.json")
+
+
+def _start_or_resume(cfg):
+    """Prepares ``cfg.out`` and returns the checkpoint to resume from, ``(model, state)``, or None.
+
+    Raises ValueError when the directory holds checkpoints that this call may not use: settings that
+    differ from the run's ``config.json``, ``resume=False``, or more steps done than asked for.
+    """
+    ckpt_dir = os.path.join(cfg.out, "checkpoints")
+    if cfg.overwrite:
+        for name in _RUN_FILES:
+            path = os.path.join(cfg.out, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.unlink(path)
+    remove_stale_temporaries(cfg.out)
+    remove_stale_temporaries(ckpt_dir)
+    if not has_checkpoint_files(ckpt_dir):
+        return None
+    if not cfg.resume:
+        raise ValueError(f"{cfg.out} holds checkpoints of an earlier run; pass resume=True (--resume true) to "
+                         "continue it or overwrite=True (--overwrite) to start over")
+    config_path = os.path.join(cfg.out, "config.json")
+    try:
+        with open(config_path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot check the settings of the run in {cfg.out}: {config_path} is unreadable ({e}); "
+                         "pass overwrite=True (--overwrite) to start over") from None
+    current = json.loads(json.dumps(json_safe(cfg.record())))
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
+    saved = {**defaults, **saved}  # settings added to keraslm after the run was started had their defaults
+    if not saved.get("decay_steps"):  # the schedule in the checkpoint decays over the original steps
+        saved["decay_steps"] = saved.get("steps")
+    if not current.get("decay_steps"):
+        current["decay_steps"] = saved["decay_steps"]
+    changed = [f"{k}={current.get(k)!r} (the run has {saved.get(k)!r})" for k in sorted(set(saved) | set(current))
+               if k not in _RESUMABLE_CHANGES and saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError(f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Rerun with the run's "
+                         "settings to resume it (steps may grow), or pass overwrite=True (--overwrite) to start over")
+    loaded = load_checkpoint(ckpt_dir)
+    done = int(loaded[0].optimizer.iterations.numpy())
+    if done > cfg.steps:
+        raise ValueError(f"{cfg.out} is already trained for {done} steps, more than steps={cfg.steps}; ask for "
+                         f"steps >= {done}, or pass overwrite=True (--overwrite) to start over")
+    return loaded, {**saved, "steps": cfg.steps}
+
+
 def _run(cfg, model, tokenizer, callbacks, bf16):
     strategy = make_strategy(cfg.strategy)
     ckpt_dir = os.path.join(cfg.out, "checkpoints")
-    state = read_state(ckpt_dir) if cfg.resume else None
+    resumed = _start_or_resume(cfg)
     with strategy.scope():
-        if state is not None:
-            model = keras.saving.load_model(os.path.join(ckpt_dir, "last.keras"))
+        if resumed is not None:
+            (model, _), record = resumed
             tokenizer = model.tokenizer
             done = int(model.optimizer.iterations.numpy())
             log.info("resuming %s from step %d", cfg.out, done)
@@ -272,17 +374,17 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
             model, tokenizer = _build_model_and_tokenizer(cfg, model, tokenizer)
             model.build_for_inference()
             compile_model(model, cfg)
-            done = 0
+            done, record = 0, cfg.record()
     if done >= cfg.steps:
         log.info("%s already trained for %d steps", cfg.out, done)
     train_from, val_ds, full_val = _datasets(cfg, tokenizer)
     epoch_steps = min(cfg.checkpoint_every, cfg.steps)  # one Keras epoch per checkpoint interval
     os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
-    saved = {**dataclasses.asdict(cfg), "strategy": cfg.strategy if isinstance(cfg.strategy, str)
-             else type(cfg.strategy).__name__}
-    atomic_write_text(os.path.join(cfg.out, "config.json"), json.dumps(saved, indent=1))
+    atomic_write_json(os.path.join(cfg.out, "config.json"), record)   # only settings that apply to the run
     throughput = _Throughput(cfg.batch_size * cfg.block_size, epoch_steps)
+    diverged = _StopOnNonFinite()
     callbacks = [
+        diverged,
         Checkpointer(ckpt_dir, epoch_steps, {"preset": cfg.preset}),
         keras.callbacks.CSVLogger(os.path.join(cfg.out, "logs", "training.csv"), append=done > 0),
         keras.callbacks.TensorBoard(os.path.join(cfg.out, "logs"), write_graph=False),
@@ -297,14 +399,19 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     finalize = getattr(model.optimizer, "finalize_variable_values", None)
     if cfg.ema_momentum > 0:
         model.optimizer.finalize_variable_values = lambda variables: None
+    # (the datasets are shuffled by their seed already: Keras' own shuffle flag does not apply to them)
+    fit_args = dict(validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose, shuffle=False)
     with ops.matmul_precision_scope(resolve_matmul_precision(cfg.matmul_precision)):
         if done < full_epochs * epoch_steps:
             history = model.fit(train_from(done), epochs=full_epochs, initial_epoch=done // epoch_steps,
-                                steps_per_epoch=epoch_steps, validation_data=val_ds, callbacks=callbacks,
-                                verbose=cfg.verbose)
+                                steps_per_epoch=epoch_steps, **fit_args)
         if rest and done < cfg.steps:
             history = model.fit(train_from(max(done, full_epochs * epoch_steps)), epochs=1, steps_per_epoch=rest,
-                                validation_data=val_ds, callbacks=callbacks, verbose=cfg.verbose)
+                                **fit_args)
+    if diverged.step is not None:
+        raise TrainingDiverged(f"training diverged: the loss became {diverged.loss} at step {diverged.step}; the "
+                               f"last good checkpoint stays in {ckpt_dir} and no model was written (lower "
+                               f"learning_rate={cfg.learning_rate:g}, or clip gradients with grad_clip)")
     if cfg.ema_momentum > 0:
         del model.optimizer.finalize_variable_values
         finalize(model.trainable_variables)
@@ -328,5 +435,5 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
         # keeps the mixed model and its optimizer for resuming.
         model = float32_copy(model)
     atomic_save_model(model, os.path.join(cfg.out, "model.keras"))
-    atomic_write_text(os.path.join(cfg.out, "metrics.json"), json.dumps(metrics, indent=1))
+    atomic_write_json(os.path.join(cfg.out, "metrics.json"), metrics)
     return {**metrics, "model": model}

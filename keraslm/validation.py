@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import tensorflow as tf
@@ -40,6 +41,38 @@ def non_negative_int(name, value):
     if not is_integer(value) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return value
+
+
+def number(name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """Returns ``value`` as a float when it is a finite real number within the bounds, else raises ValueError.
+
+    Example:
+        >>> number("dropout", 0.5, low=0, high=1, high_open=True)
+        0.5
+        >>> number("learning_rate", float("nan"), low=0, low_open=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: learning_rate must be a finite number > 0, got nan
+    """
+    if low is not None and high is not None:
+        rule = f"{name} must be in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        rule = f"{name} must be a finite number {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        rule = f"{name} must be a finite number {'<' if high_open else '<='} {high:g}"
+    else:
+        rule = f"{name} must be a finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{rule}, got {value!r}")
+    x = float(value)
+    ok = math.isfinite(x)
+    if ok and low is not None:
+        ok = x > low if low_open else x >= low
+    if ok and high is not None:
+        ok = x < high if high_open else x <= high
+    if not ok:
+        raise ValueError(f"{rule}, got {value!r}")
+    return x
 
 
 def assert_all(ok, values, name, rule, width=None, extra=()):
@@ -79,6 +112,30 @@ def assert_all(ok, values, name, rule, width=None, extra=()):
     template = "".join(p if isinstance(p, str) else "{}" for p in parts)   # (the rules hold no braces)
     message = tf.strings.format(template, [p for p in parts if not isinstance(p, str)])
     return tf.debugging.Assert(tf.reduce_all(ok), [message])
+
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def int32_tensor(value, name):
+    """``value`` as an int32 tensor, without ever wrapping around.
+
+    Integer dtypes only (floats and bools raise ValueError: they would be
+    truncated); wider integers are checked in the graph before the cast, so
+    ``2**32 + 1`` fails (InvalidArgumentError naming ``name``) instead of
+    becoming 1.
+    """
+    t = tf.convert_to_tensor(value)
+    if not t.dtype.is_integer or t.dtype.is_bool:
+        raise ValueError(f"{name} must be integers, got dtype {t.dtype.name}")
+    if t.dtype == tf.int32:
+        return t
+    if t.dtype in (tf.int8, tf.int16, tf.uint8, tf.uint16):
+        return tf.cast(t, tf.int32)
+    wide = tf.cast(t, tf.int64)
+    check = assert_all((wide >= INT32_MIN) & (wide <= INT32_MAX), wide, name, "must fit in int32")
+    with tf.control_dependencies([check]):
+        return tf.cast(wide, tf.int32)
 
 
 def in_xla_context() -> bool:

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keraslm.ops.sampling import SETTING_RULES
-from keraslm.validation import is_integer
+from keraslm.validation import INT32_MAX, is_integer
 
 log = logging.getLogger("keraslm")
 
@@ -33,22 +33,34 @@ class Batch:
     as_text: bool            # prompts were strings
 
 
-def _setting_per_row(value, B, name, dtype, valid, rule, integer=False):
-    """A setting given as a scalar or one value per prompt -> a checked numpy ``[B]`` array of ``dtype``."""
-    arr = np.asarray(value, dtype=np.float64)
+def _setting_per_row(value, B, name, dtype, valid, rule, integer=False, cap=None):
+    """A setting given as a scalar or one value per prompt -> a checked numpy ``[B]`` array of ``dtype``.
+
+    The values are checked before the narrowing cast: integers above ``cap`` become ``cap`` (settings
+    where large means "off"), and otherwise must fit in int32.
+    """
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number or one number per prompt, got {value!r}") from None
     if arr.ndim == 0:
         arr = np.full([B], arr)
     if arr.shape != (B,):
         raise ValueError(f"{name} must be a scalar or have one value per prompt ({B}), got shape {arr.shape}")
     bad = ~(valid(arr) & (arr == np.round(arr) if integer else True))
     if bad.any():
-        raise ValueError(f"{name} {rule}, got {arr[bad][0]!r}")
+        raise ValueError(f"{name} {rule}, got {arr[bad][0].item()!r}")
+    if integer and cap is not None:
+        arr = np.minimum(arr, cap)
+    elif integer and (arr > INT32_MAX).any():
+        raise ValueError(f"{name} must be at most {INT32_MAX}, got {int(arr[arr > INT32_MAX][0])}")
     return arr.astype(dtype)
 
 
 def _sampler_setting(value, B, name):
     integer, valid, rule = SETTING_RULES[name]
-    return _setting_per_row(value, B, name, np.int32 if integer else np.float32, valid, rule, integer)
+    return _setting_per_row(value, B, name, np.int32 if integer else np.float32, valid, rule, integer,
+                            cap=INT32_MAX if integer else None)   # top_k: any k >= V keeps every token
 
 
 def start_token(tokenizer):

@@ -11,6 +11,7 @@ import math
 import tensorflow as tf
 
 from keraslm.ops import _loader
+from keraslm.validation import int32_tensor
 
 _FLOAT_TYPES = (tf.float32, tf.bfloat16, tf.float16)
 
@@ -69,13 +70,17 @@ def attention(q, k, v, *, causal=False, key_lengths=None, scale=None, return_lse
         if scale is None:
             d = q.shape[-1]
             scale = 1.0 / math.sqrt(d) if d is not None else tf.math.rsqrt(tf.cast(tf.shape(q)[-1], tf.float32))
+        elif not isinstance(scale, (int, float)) and tf.get_static_value(scale) is not None:
+            scale = float(tf.get_static_value(scale))
         use_lengths = key_lengths is not None
         if use_lengths:
-            key_lengths = tf.cast(tf.convert_to_tensor(key_lengths), tf.int32)
+            key_lengths = int32_tensor(key_lengths, "key_lengths")
         # Inside XLA the fused kernels run as custom calls where this build has the lowering.
         if _loader.use_custom("attention", xla_lowering=_loader.has_xla_lowering("attention")):
             if not isinstance(scale, (int, float)):
-                scale = float(tf.get_static_value(scale))
+                # A scale known only at run time (e.g. 1/sqrt(D) with D unknown while tracing): the op takes
+                # its scale as an attribute, so scale the queries instead (the gradient flows through).
+                q, scale = q * tf.cast(scale, q.dtype), 1.0
             lib = _loader.op_library()
             out, lse = lib.keraslm_flash_attention(
                 q, k, v, key_lengths if use_lengths else tf.zeros([0], tf.int32),
@@ -104,10 +109,10 @@ def _static_checks(q, k, v, key_lengths):
         h, hkv = q.shape[2], k.shape[2]
         if h is not None and hkv is not None and (hkv < 1 or h % hkv):
             raise ValueError(f"number of query heads H={h} must be a positive multiple of the key/value heads Hkv={hkv}")
-    if key_lengths is not None and not isinstance(key_lengths, tf.Tensor):
-        kl = tf.convert_to_tensor(key_lengths)
-        if not kl.dtype.is_integer:
-            raise ValueError(f"key_lengths must be an integer tensor, got {kl.dtype.name}")
+    if key_lengths is not None:
+        dtype = tf.convert_to_tensor(key_lengths).dtype
+        if not dtype.is_integer or dtype.is_bool:
+            raise ValueError(f"key_lengths must be an integer tensor, got {dtype.name}")
 
 
 def attention_reference(q, k, v, *, causal=False, key_lengths=None, scale=None):
@@ -129,7 +134,7 @@ def attention_reference(q, k, v, *, causal=False, key_lengths=None, scale=None):
     B, Tq, H, D = shape_q[0], shape_q[1], shape_q[2], shape_q[3]
     Tk, Hkv = tf.shape(k)[1], tf.shape(k)[2]
     if key_lengths is not None:
-        key_lengths = tf.cast(key_lengths, tf.int32)
+        key_lengths = int32_tensor(key_lengths, "key_lengths")
     # Run-time checks (XLA drops Assert ops, so they are only added outside it).
     checks = [] if _loader.in_xla_context() else _reference_checks(q, k, v, key_lengths)
     with tf.control_dependencies(checks):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keraslm.ops import _loader
 from keraslm.ops.attention import attention_reference
+from keraslm.validation import int32_tensor
 
 
 def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln_1, c_attn, c_proj, ln_2,
@@ -64,8 +65,8 @@ def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln
         for t, n in ((x, "x"), (k_cache, "k_cache"), (v_cache, "v_cache")):
             if t.dtype != tf.float32:
                 raise ValueError(f"{n} must be float32, got {t.dtype.name}")
-        index = tf.cast(index, tf.int32)
-        key_lengths = tf.cast(key_lengths, tf.int32)
+        index = int32_tensor(index, "index")
+        key_lengths = int32_tensor(key_lengths, "key_lengths")
         if not _loader.use_custom("decoder_block_step"):
             return _reference(x, k_cache, v_cache, index, key_lengths, num_heads, weights, use_bias, epsilon,
                               in_place)

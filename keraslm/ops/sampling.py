@@ -18,25 +18,36 @@ import numpy as np
 import tensorflow as tf
 
 from keraslm.ops import _loader
-from keraslm.validation import assert_all
+from keraslm.validation import INT32_MAX, INT32_MIN, assert_all, int32_tensor
 
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))
+
+
+_F32 = np.finfo(np.float32)
 
 
 def _finite(v):
     return np.isfinite(v) if isinstance(v, np.ndarray) else tf.math.is_finite(v)
 
 
+def _divisor(v):
+    """0 or a normal float32 magnitude: a divisor that float32 (with denormals flushed) neither
+    overflows nor rounds to zero. Checked on the values before any narrowing cast."""
+    a = abs(v)
+    return (a <= _F32.max) & ((a == 0) | (a >= _F32.tiny))
+
+
 # The rules of the sampler settings, written once: the op, generate() (keraslm.generation.settings) and
 # the exported SavedModel (keraslm.export) all check these. name: (integer?, valid(values) on numpy arrays
 # or tensors, rule for messages). NaN fails every rule.
 SETTING_RULES = {
-    "temperature": (False, lambda v: _finite(v) & (v >= 0), "must be finite and >= 0 (0 = greedy)"),
-    "top_k": (True, lambda v: v >= 0, "must be a non-negative integer (0 = off)"),
+    "temperature": (False, lambda v: _finite(v) & (v >= 0) & _divisor(v),
+                    "must be finite and >= 0 (0 = greedy), and 0 or in float32's normal range [1.2e-38, 3.4e38]"),
+    "top_k": (True, lambda v: v >= 0, "must be a non-negative integer (0 = off; values >= V keep every token)"),
     "top_p": (False, lambda v: (v > 0) & (v <= 1), "must be in (0, 1] (1 = off)"),
     "min_p": (False, lambda v: (v >= 0) & (v <= 1), "must be in [0, 1] (0 = off)"),
-    "repetition_penalty": (False, lambda v: _finite(v) & (v > 0), "must be finite and > 0 (1 = off)"),
+    "repetition_penalty": (False, lambda v: _finite(v) & (v > 0) & _divisor(v),
+                           "must be finite and > 0 (1 = off), in float32's normal range [1.2e-38, 3.4e38]"),
     "coins": (False, lambda v: (v >= 0) & (v < 1), "must be in [0, 1)"),
 }
 _PARAMS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
@@ -161,7 +172,7 @@ def _prepare(logits, coins, temperature, top_k, top_p, min_p, repetition_penalty
         pad_id = operator.index(pad_id)
     except TypeError:
         raise ValueError(f"pad_id must be a Python integer; got {pad_id!r}") from None
-    if not _INT32_MIN <= pad_id <= _INT32_MAX:
+    if not INT32_MIN <= pad_id <= INT32_MAX:
         raise ValueError(f"pad_id must fit in int32; got {pad_id}")
     logits = _tensor(logits, "logits", integer=False)
     _static_rank(logits, "logits", (2,), "[batch, vocab]")
@@ -179,11 +190,7 @@ def _prepare(logits, coins, temperature, top_k, top_p, min_p, repetition_penalty
         previous_ids = _tensor(previous_ids, "previous_ids", integer=True)
         _static_rank(previous_ids, "previous_ids", (2,), "[batch, L]")
         _static_batch(previous_ids, "previous_ids", batch)
-        if previous_ids.dtype != tf.int32:  # refuse values that int32 would wrap around
-            ids = tf.cast(previous_ids, tf.int64)
-            outside = (ids < _INT32_MIN) | (ids > _INT32_MAX)
-            with tf.control_dependencies([assert_all(~outside, ids, "previous_ids", "must fit in int32")]):
-                previous_ids = tf.cast(ids, tf.int32)
+        previous_ids = int32_tensor(previous_ids, "previous_ids")  # refuses values that int32 would wrap
     return _Args(logits, coins, params, previous_ids, pad_id)
 
 
@@ -224,7 +231,7 @@ def _param(value, name, batch, ranks):
             where = f"{name}[{int(np.argmax(bad.ravel()))}]" if array.ndim else name
             raise ValueError(f"{name} {rule}; got {where} = {array.ravel()[np.argmax(bad.ravel())]!r}")
         if integer:
-            array = np.clip(array, _INT32_MIN, _INT32_MAX)
+            array = np.clip(array, INT32_MIN, INT32_MAX)
         elif name == "coins" and array.dtype.itemsize > 4:
             array = np.where(array.astype(np.float32) >= 1, _BELOW_ONE, array)
         value = tf.constant(array, tf.int32 if integer else tf.float32)
@@ -232,7 +239,7 @@ def _param(value, name, batch, ranks):
         value = _tensor(value, name, integer)
         _static_rank(value, name, ranks, what)
         if integer and value.dtype != tf.int32:
-            value = tf.cast(tf.clip_by_value(tf.cast(value, tf.int64), _INT32_MIN, _INT32_MAX), tf.int32)
+            value = tf.cast(tf.clip_by_value(tf.cast(value, tf.int64), INT32_MIN, INT32_MAX), tf.int32)
         elif name == "coins" and value.dtype.size > 4:
             value = tf.where((value < 1) & (tf.cast(value, tf.float32) >= 1), _BELOW_ONE, tf.cast(value, tf.float32))
         elif not integer and value.dtype != tf.float32:

@@ -160,3 +160,19 @@ def test_custom_ops_export_runs_with_the_op_library_loaded(tmp_path, make_model)
              top_k=per_row(5, tf.int32), top_p=per_row(0.95, tf.float32), seed=per_row(7, tf.int64))
     texts = [t.decode() for t in out["texts"].numpy()]
     assert texts == model.generate(prompts, max_new_tokens=12, temperature=0.8, top_k=5, top_p=0.95, seed=7)
+
+
+def test_debris_of_killed_exports_is_removed(tmp_path, make_model):
+    import subprocess
+    import sys
+
+    from keraslm import atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    base = tmp_path / "base"
+    stale = base / f".tmp-{atomic._HOST}-{dead}-export-1-abc"
+    (stale / "variables").mkdir(parents=True)
+    (stale / "saved_model.pb").write_bytes(b"half written")
+    path = export(make_model("recurrent"), str(base))
+    assert sorted(os.listdir(base)) == [os.path.basename(path)]
