@@ -1,8 +1,9 @@
 """Text and data: in-graph tokenizers, text cleaning, corpus -> tf.data pipelines, word vectors.
 
-Tokenizers (``CharTokenizer``, ``WordTokenizer``, ``SubwordTokenizer``) are
-Keras layers that run on stock TF / tensorflow-text ops, so they save with a
-model and export to a SavedModel. ``lm_dataset`` streams a corpus into
+Tokenizers (``CharTokenizer``, ``WordTokenizer``, ``SubwordTokenizer`` and
+GPT-2's byte-level ``BytePairTokenizer``) are Keras layers that run on stock
+TF / tensorflow-text ops, so they save with a model and export to a
+SavedModel. ``lm_dataset`` streams a corpus into
 ``(x, y)`` next-token batches; ``classification_dataset`` builds padded
 ``(ids, labels)`` batches.
 """
@@ -17,6 +18,7 @@ from keraslm.data.tokenizers import (
     RESERVED_TOKENS,
     UNK_ID,
     UNK_TOKEN,
+    BytePairTokenizer,
     CharTokenizer,
     SubwordTokenizer,
     Tokenizer,
@@ -32,6 +34,7 @@ __all__ = [
     "RESERVED_TOKENS",
     "UNK_ID",
     "UNK_TOKEN",
+    "BytePairTokenizer",
     "CharTokenizer",
     "CleaningOptions",
     "Corpus",

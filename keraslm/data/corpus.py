@@ -23,7 +23,7 @@ import tensorflow as tf
 from keraslm.data.char_tokenizer import CharTokenizer
 from keraslm.data.cleaning import as_cleaner
 from keraslm.data.sources import Corpus, resolve_files
-from keraslm.data.tokenizer_base import PAD_ID, Tokenizer
+from keraslm.data.tokenizer_base import Tokenizer
 from keraslm.data.tokenizers import tokenizer_from_name
 from keraslm.validation import positive_int
 
@@ -196,7 +196,7 @@ def classification_dataset(texts, labels, tokenizer, *, batch_size, max_length=N
         ids = tokenizer.tokenize(text)  # [B, None]
         if max_length is not None:
             ids = ids[:, :max_length]
-        return ids.to_tensor(default_value=PAD_ID), label  # [B, T]
+        return ids.to_tensor(default_value=tokenizer.pad_id), label  # [B, T]
 
     return ds.batch(batch_size).map(encode, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 

@@ -4,9 +4,13 @@ A tokenizer is a Keras layer that maps strings to int32 ids entirely inside the
 TF graph (stock TF and tensorflow-text ops), so it can sit in a Keras model,
 survive a ``.keras`` round trip and be exported in a SavedModel for TF Serving.
 
-Ids 0 and 1 are reserved in every tokenizer: ``<pad>`` (``pad_id``) and
-``<unk>`` (``unk_id``); learned tokens follow. The vocabulary is part of the
-config, so ``from_config(get_config())`` rebuilds an identical tokenizer.
+By default ids 0 and 1 are reserved: ``<pad>`` (``pad_id``) and ``<unk>``
+(``unk_id``); learned tokens follow. A subclass with other conventions (the
+byte-level BPE tokenizer keeps GPT-2's ids and has no unknown token) sets the
+class attributes ``reserved_tokens``, ``pad_id``, ``unk_id`` and
+``detokenize_drops_pad``, which the base class uses everywhere. The vocabulary
+is part of the config, so ``from_config(get_config())`` rebuilds an identical
+tokenizer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from keraslm.data import sources
+from keraslm.validation import positive_int
 
 PAD_TOKEN, UNK_TOKEN = "<pad>", "<unk>"
 RESERVED_TOKENS = (PAD_TOKEN, UNK_TOKEN)
@@ -88,28 +93,39 @@ class Tokenizer(keras.layers.Layer):
 
     Subclasses implement ``_learn_vocabulary``, ``_build_lookup``,
     ``_tokenize_batch`` and ``_detokenize_batch``, and may validate tokens in
-    ``_check_token``.
+    ``_check_token``. They may change the reserved-token conventions with the
+    class attributes below (or properties of the same names).
+
+    Attributes:
+        reserved_tokens: tokens that start every vocabulary (prepended when
+            absent); default ``("<pad>", "<unk>")``, ``()`` for none.
+        pad_id: the id ``call`` pads dense output with; default 0.
+        unk_id: the id of unknown text, which out-of-range ids also read as in
+            ``detokenize``; default 1, ``None`` when the tokenizer has no
+            unknown token (``_detokenize_batch`` then sees ``vocab_size`` for
+            an out-of-range id).
+        detokenize_drops_pad: whether ``detokenize`` drops ``pad_id``;
+            default ``True``.
 
     Args:
         vocabulary: list of tokens in id order, or ``None`` to ``adapt`` later.
-            ``"<pad>"`` and ``"<unk>"`` are prepended when absent and must
-            otherwise be the first two tokens.
+            The ``reserved_tokens`` are prepended when absent and must
+            otherwise be the first tokens.
         sequence_length: when set, calling the layer returns dense
             ``[B, sequence_length]`` ids (truncated, right-padded with
             ``pad_id``) instead of a ragged tensor. ``tokenize`` is unaffected.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ...).
     """
 
+    reserved_tokens = RESERVED_TOKENS
     pad_id = PAD_ID
     unk_id = UNK_ID
+    detokenize_drops_pad = True
 
     def __init__(self, vocabulary=None, sequence_length=None, **kwargs):
         kwargs.setdefault("dtype", "int32")
         super().__init__(**kwargs)
-        if sequence_length is not None and (isinstance(sequence_length, bool)
-                                            or not isinstance(sequence_length, int) or sequence_length < 1):
-            raise ValueError(f"expected sequence_length to be a positive integer or None, got {sequence_length!r}")
-        self.sequence_length = sequence_length
+        self.sequence_length = positive_int("sequence_length", sequence_length, allow_none=True)
         self._convert_input_args = False
         self._allow_non_tensor_positional_args = True
         self._vocab = None
@@ -124,15 +140,18 @@ class Tokenizer(keras.layers.Layer):
         if isinstance(vocabulary, (str, bytes)):
             raise ValueError(f"expected a list of tokens, got a single string {vocabulary!r:.80}")
         tokens = [t.decode("utf-8") if isinstance(t, bytes) else t for t in vocabulary]
-        if tokens[:2] != list(RESERVED_TOKENS):
-            if PAD_TOKEN in tokens or UNK_TOKEN in tokens:
-                raise ValueError(f"{PAD_TOKEN!r} and {UNK_TOKEN!r} must be the first two tokens, got {tokens[:4]!r}...")
-            tokens = list(RESERVED_TOKENS) + tokens
-        if len(tokens) <= len(RESERVED_TOKENS):
-            raise ValueError("expected a vocabulary with at least one token besides "
-                             f"{list(RESERVED_TOKENS)}, got {list(vocabulary)!r}")
+        reserved = list(self.reserved_tokens)
+        if tokens[: len(reserved)] != reserved:
+            if any(t in tokens for t in reserved):
+                names = " and ".join(map(repr, reserved))
+                count = {1: "", 2: " two"}.get(len(reserved), f" {len(reserved)}")
+                raise ValueError(f"{names} must be the first{count} tokens, got {tokens[:len(reserved) + 2]!r}...")
+            tokens = reserved + tokens
+        if len(tokens) <= len(reserved):
+            raise ValueError(f"expected a vocabulary with at least one token besides {reserved}, "
+                             f"got {list(vocabulary)!r}")
         seen = set()
-        for t in tokens[len(RESERVED_TOKENS):]:
+        for t in tokens[len(reserved):]:
             if not isinstance(t, str) or not t:
                 raise ValueError(f"expected tokens to be non-empty strings, got {t!r}")
             if t in seen:
@@ -153,7 +172,7 @@ class Tokenizer(keras.layers.Layer):
         tokens = self._learn_vocabulary(text_batches(data, batch_size))
         if not tokens:
             raise ValueError(f"{type(self).__name__}.adapt found no tokens in the data")
-        self.set_vocabulary(list(RESERVED_TOKENS) + list(tokens))
+        self.set_vocabulary(list(self.reserved_tokens) + list(tokens))
 
     @property
     def vocabulary(self):
@@ -176,7 +195,7 @@ class Tokenizer(keras.layers.Layer):
 
     def token_to_id(self, token):
         """The id of a token string (``unk_id`` when it is not in the vocabulary)."""
-        return self._require_vocabulary().index.get(token, UNK_ID)
+        return self._require_vocabulary().index.get(token, self.unk_id)
 
     def _require_vocabulary(self):
         if self._vocab is None:
@@ -191,9 +210,9 @@ class Tokenizer(keras.layers.Layer):
         if self.sequence_length is None:
             return ids
         if isinstance(ids, tf.RaggedTensor):
-            return ids.to_tensor(default_value=PAD_ID, shape=[None, self.sequence_length])  # [B, T]
+            return ids.to_tensor(default_value=self.pad_id, shape=[None, self.sequence_length])  # [B, T]
         ids = ids[: self.sequence_length]
-        return tf.pad(ids, [[0, self.sequence_length - tf.shape(ids)[0]]], constant_values=PAD_ID)  # [T]
+        return tf.pad(ids, [[0, self.sequence_length - tf.shape(ids)[0]]], constant_values=self.pad_id)  # [T]
 
     def tokenize(self, strings):
         """Strings to ids.
@@ -218,7 +237,7 @@ class Tokenizer(keras.layers.Layer):
         return self._tokenize_batch(strings)
 
     def detokenize(self, ids):
-        """Ids to strings; ``pad_id`` is dropped and out-of-range ids read as ``unk_id``.
+        """Ids to strings; ``pad_id`` is dropped (see ``detokenize_drops_pad``) and out-of-range ids read as ``unk_id``.
 
         Args:
             ids: integer ids: ``tf.RaggedTensor`` ``[B, None]``, dense ``[B, T]``,
@@ -243,9 +262,11 @@ class Tokenizer(keras.layers.Layer):
         if not rows.dtype.is_integer:
             raise ValueError(f"expected integer ids, got dtype {rows.dtype.name}")
         rows = tf.cast(rows, tf.int32)
-        rows = tf.ragged.boolean_mask(rows, tf.not_equal(rows, PAD_ID))  # [B, None]
+        if self.detokenize_drops_pad:
+            rows = tf.ragged.boolean_mask(rows, tf.not_equal(rows, self.pad_id))  # [B, None]
         flat = rows.flat_values
-        flat = tf.where((flat < 0) | (flat >= vocab_size), UNK_ID, flat)
+        invalid = vocab_size if self.unk_id is None else self.unk_id
+        flat = tf.where((flat < 0) | (flat >= vocab_size), invalid, flat)
         text = self._detokenize_batch(rows.with_flat_values(flat))  # [B]
         return text[0] if scalar else text
 
@@ -284,7 +305,12 @@ class Tokenizer(keras.layers.Layer):
         raise NotImplementedError
 
     def _detokenize_batch(self, ids):
-        """int32 ``tf.RaggedTensor`` ``[B, None]`` of valid, non-pad ids -> ``[B]`` strings."""
+        """int32 ``tf.RaggedTensor`` ``[B, None]`` of ids -> ``[B]`` strings.
+
+        The ids are in ``[0, vocab_size)`` (without ``pad_id`` when
+        ``detokenize_drops_pad``), or ``vocab_size`` for an out-of-range id
+        when ``unk_id`` is ``None``.
+        """
         raise NotImplementedError
 
 

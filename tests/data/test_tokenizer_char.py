@@ -100,8 +100,8 @@ def test_adapt_from_dataset_files_and_globs(write, tmp_path):
 
 def test_factory():
     assert isinstance(tokenizer_from_name("char"), CharTokenizer)
-    with pytest.raises(ValueError, match="'bpe'.*'char', 'word', 'subword'"):
-        tokenizer_from_name("bpe")
+    with pytest.raises(ValueError, match="'sentencepiece'.*'char', 'word', 'subword', 'bpe'"):
+        tokenizer_from_name("sentencepiece")
 
 
 def test_megabyte_tokenizes_fast(synthetic_text):
