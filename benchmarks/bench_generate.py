@@ -7,7 +7,9 @@ prompt of 16 tokens, 240 new tokens, top-k (k=50) sampling, batch 1 and 8. Basel
 the same run: keras-hub ``GPT2CausalLM.generate`` (same configuration, jit on, TopKSampler) and a
 nanoGPT-style torch ``generate`` (no KV cache: the whole cropped context is re-run every token),
 when those packages are installed. Then tokens/s against the live context length (256, 1024, 4096)
-on the same architecture with a 4096-token context.
+on the same architecture with a 4096-token context. ``--past-context``: the gpt-nano architecture
+(context 64) generating 2,000 new tokens, past its context (the window slides), against the rate of
+one in-context run (63 new tokens from a 1-token prompt), batch 1.
 """
 
 from __future__ import annotations
@@ -92,13 +94,29 @@ def by_context(repeats, new=64):
     return rows
 
 
+def past_context(repeats, new=2000):
+    """gpt-nano shape: tokens/s over `new` tokens (sliding past the 64-token context) and in context."""
+    model = TransformerLM(vocab_size=V, max_length=64, num_layers=4, num_heads=4, width=128, tie_embeddings=False)
+    prompt = [1]
+    inside = median_time(lambda: model.generate(prompt, max_new_tokens=63, top_k=TOPK, seed=1), repeats, warmup=1)
+    past = median_time(lambda: model.generate(prompt, max_new_tokens=new, top_k=TOPK, seed=1), max(repeats // 2, 1),
+                       warmup=1)
+    return 63 / inside, new / past
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repeats, batch 1 only")
     ap.add_argument("--context-only", action="store_true", help="only the live-context section")
+    ap.add_argument("--past-context", action="store_true", help="only the generation-past-the-context section")
     args = ap.parse_args()
     header("keraslm generation benchmark")
     repeats = 2 if args.quick else 5
+    if args.past_context:
+        inside, past = past_context(repeats)
+        print(f"\n## gpt-nano architecture (context 64), batch 1, top-k {TOPK}: in context (63 new tokens) "
+              f"{inside:8.1f} tok/s; 2000 new tokens (window slides) {past:8.1f} tok/s; ratio {inside / past:4.2f}")
+        return
     print(f"\n## gpt-mini architecture, prompt {PROMPT}, {NEW} new tokens, top-k {TOPK}: tokens/s (median of "
           f"{repeats}); ratio = keraslm / baseline")
     for batch in () if args.context_only else (1,) if args.quick else (1, 8):

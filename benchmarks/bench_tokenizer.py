@@ -39,9 +39,9 @@ import tensorflow as tf  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import header, median_time  # noqa: E402
 
-from keraslm.data import BytePairTokenizer  # noqa: E402
+from keraslm.data import BytePairTokenizer, sources  # noqa: E402
 
-DEFAULT_DATA = "/work/shared/data/tinyshakespeare.txt"
+DEFAULT_DATA = sources.builtin_dataset("tinyshakespeare")
 
 
 def cpu_model():

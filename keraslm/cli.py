@@ -85,7 +85,7 @@ def build_parser():
     p.add_argument("--custom-ops", action="store_true",
                    help="keep keraslm's custom ops (only for a model server built with them)")
     p.add_argument("--max-new-tokens-limit", type=int, default=None,
-                   help="largest max_new_tokens a request may ask for (default: the context minus 1)")
+                   help="largest max_new_tokens a request may ask for (default: 1024)")
     return parser
 
 

@@ -41,12 +41,12 @@ from keraslm.atomic import publish_directory, remove_stale_temporaries, temporar
 from keraslm.generation.decode import sampling_loop
 from keraslm.generation.settings import start_token
 from keraslm.ops.sampling import SETTING_RULES
-from keraslm.validation import assert_all, is_integer, non_negative_int
+from keraslm.validation import INT32_MAX, assert_all, is_integer, non_negative_int
 
 log = logging.getLogger("keraslm")
 
 CUSTOM_OP_PREFIX = "Keraslm"
-DEFAULT_UNBOUNDED_LIMIT = 1024  # max_new_tokens limit of models without a context length
+DEFAULT_LIMIT = 1024  # the default max_new_tokens limit of an export (generation slides past the context)
 _TWO_31 = 2**31
 
 
@@ -193,7 +193,7 @@ class ServingModule(tf.Module):
         ]
         with tf.control_dependencies(checks):
             max_new, temperature, top_k, top_p, seed = map(tf.identity, (max_new, temperature, top_k, top_p, seed))
-        keep = None if self._context is None else self._context - max_new
+        keep = self._context                                                  # generation slides past it
         ids, lengths = self._tokenize(prompts, keep=keep, start=self._start)
         out, num_tokens, _ = sampling_loop(
             self._model(), ids, lengths, max_new, temperature, top_k, top_p, tf.zeros([B]), tf.ones([B]),
@@ -292,7 +292,8 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
             existing version is never overwritten.
         custom_ops: keep keraslm's custom ops (see above).
         max_new_tokens_limit: the largest ``max_new_tokens`` a request may ask for; default
-            the model's context minus 1, or 1024 for models without a context length.
+            1024 (generation slides its window past the model's context, see
+            :mod:`keraslm.generation.decode`).
         batch_bucket: batch sizes for TF Serving's batcher, written to
             ``batching_params.pbtxt`` in the version directory as ``allowed_batch_sizes``
             (``max_batch_size`` is the largest); the server reads it with
@@ -328,12 +329,9 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("export needs a model with a tokenizer (the SavedModel takes and returns text)")
     context = model.max_length
-    limit = (context - 1 if context is not None else DEFAULT_UNBOUNDED_LIMIT) if max_new_tokens_limit is None \
-        else max_new_tokens_limit
-    if not is_integer(limit) or limit < 0 or (context is not None and limit >= context):
-        raise ValueError(f"max_new_tokens_limit must be an integer in [0, {context}) (the model's context), "
-                         f"got {limit!r}" if context is not None else
-                         f"max_new_tokens_limit must be a non-negative integer, got {limit!r}")
+    limit = DEFAULT_LIMIT if max_new_tokens_limit is None else max_new_tokens_limit
+    if not is_integer(limit) or not 0 <= limit <= INT32_MAX:
+        raise ValueError(f"max_new_tokens_limit must be an integer in [0, {INT32_MAX}], got {limit!r}")
     params = None if batch_bucket is None else _batching_params(batch_bucket)
     export_base = os.fspath(export_base)
     if os.path.exists(export_base) and not os.path.isdir(export_base):

@@ -30,12 +30,25 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 _FILE_NAME = re.compile(r"[\w.\-~+@]+\.[A-Za-z0-9]{1,10}")
 
 
+BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtin")
+BUILTIN_DATASETS = {"tinyshakespeare": "tinyshakespeare.txt"}  # name -> file in keraslm/data/builtin
+
+
+def builtin_dataset(name):
+    """The path of a dataset that ships with keraslm (see ``BUILTIN_DATASETS``), or None for other names."""
+    if name not in BUILTIN_DATASETS:
+        return None
+    return os.path.join(BUILTIN_DIR, BUILTIN_DATASETS[name])
+
+
 def resolve_files(patterns):
     """Expands paths and glob patterns into a sorted list of files.
 
     Args:
         patterns: one path or glob (``str`` / ``os.PathLike``) or a list of
             them. ``~`` is expanded and ``**`` matches directories recursively.
+            The name of a built-in dataset (``"tinyshakespeare"``) that is not
+            also a file here stands for that dataset's file.
 
     Returns:
         The sorted, de-duplicated list of matching file paths.
@@ -63,11 +76,13 @@ def resolve_files(patterns):
             matches = [m for m in glob.glob(expanded, recursive=True) if os.path.isfile(m)]
             if not matches:
                 raise ValueError(f"no file matches the glob pattern {pattern!r}")
+        elif not os.path.exists(expanded) and builtin_dataset(pattern) is not None:
+            matches = [builtin_dataset(pattern)]
         elif os.path.isdir(expanded):
             raise ValueError(f"{pattern!r} is a directory; give a glob such as "
                              f"{os.path.join(pattern, '*.txt')!r}")
         elif not os.path.isfile(expanded):
-            raise ValueError(f"file not found: {pattern!r}")
+            raise ValueError(f"file not found: {pattern!r} (built-in datasets: {', '.join(BUILTIN_DATASETS)})")
         else:
             matches = [expanded]
         files.update(matches)
@@ -81,9 +96,9 @@ def looks_like_paths(items):
     """Whether a list of strings names files rather than holding text.
 
     Every item must look like a path: an ``os.PathLike``, or a string without
-    a newline that exists, contains a glob character or a path separator, or
-    is a single word ending in a file extension (``corpus.txt``). Anything
-    else is in-memory text.
+    a newline that exists, contains a glob character or a path separator, is
+    a single word ending in a file extension (``corpus.txt``), or names a
+    built-in dataset (``tinyshakespeare``). Anything else is in-memory text.
 
     Args:
         items: a list of ``str`` / ``bytes`` / ``os.PathLike``.
@@ -100,7 +115,7 @@ def looks_like_paths(items):
             item = item.decode("utf-8", "replace")
         if not isinstance(item, str) or "\n" in item or not item.strip() or len(item) > 4096:
             return False
-        if os.path.exists(os.path.expanduser(item)):
+        if os.path.exists(os.path.expanduser(item)) or builtin_dataset(item) is not None:
             continue
         if item != item.strip() or any(c.isspace() for c in item):
             return False

@@ -24,10 +24,11 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
             list of lists / arrays). An empty prompt starts from the newline
             token when the vocabulary has one, else ``<unk>``; characters
             outside the vocabulary become ``<unk>``. Prompts longer than the
-            model's context minus ``max_new_tokens`` keep their last tokens
-            (with a warning).
+            model's context keep their last tokens (with a warning).
         max_new_tokens: scalar or one value per prompt; 0 returns the prompt's
-            continuation empty.
+            continuation empty. Past the model's context, generation slides
+            its window (see :mod:`keraslm.generation.decode`), so any length
+            may be asked for (beam search excepted).
         temperature: scalar or per-prompt; 0 is greedy.
         top_k, top_p, min_p, repetition_penalty: sampler filters (scalars or
             per prompt), see :func:`keraslm.ops.sample`. Settings are tensors:
@@ -49,7 +50,7 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
 
     Raises:
         ValueError: invalid settings (naming the value), empty prompt list,
-            out-of-vocabulary ids, ``max_new_tokens`` not below the context.
+            out-of-vocabulary ids, a beam search longer than the context.
 
     Example:
         >>> import keraslm

@@ -41,6 +41,11 @@ def beam_search(model, batch, num_beams, length_penalty):
     """
     K = num_beams
     B = len(batch.lengths)
+    context = model.max_length
+    longest = int(batch.lengths.max() + batch.max_new.max(initial=0))
+    if context is not None and longest > context:
+        raise ValueError(f"beam search stays within the model's context: prompt plus max_new_tokens is {longest} "
+                         f"tokens, more than {context}; sample instead (num_beams=1), which slides past the context")
     stops = [[[int(t) for t in s if t >= 0] for s in row] for row in batch.stop_ids]
     N = int(batch.max_new.max(initial=0))
     ids = np.repeat(batch.ids, K, 0)                                          # [B K, P]

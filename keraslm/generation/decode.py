@@ -6,6 +6,16 @@ in one pass, then a ``tf.while_loop`` of sample -> stop check -> one-token
 ``next``. Coins come from a stateless RNG folded with the step, so a seed
 gives the same tokens here, in the step-by-step streaming path, with
 ``keraslm._C``'s sampler and in an exported SavedModel.
+
+Past the context. A model with a context of ``C`` tokens (``max_length``)
+generates as long as asked: when a row's next token would fall outside the
+context, the row slides its window. It re-encodes its last
+:func:`window_size` ``(C)`` tokens (the new one included) from position 0 in
+one pass, into a fresh cache, and goes on decoding from there; a quarter of
+the context is then free again, so the re-encoding costs about three prompt
+tokens per generated token. Each row slides on its own (what a row generates
+does not depend on the other rows), and every path (this loop, streaming, the
+exported SavedModel) runs the same step, so a seed gives the same text on all.
 """
 
 from __future__ import annotations
@@ -85,15 +95,25 @@ def build_sampling_loop(get_model):
     return loop
 
 
-def prefill(model, prompt_ids, lengths, max_new):
-    """Runs the prompts through the model in one pass.
+def window_size(context):
+    """Tokens a row keeps when it slides its window past a context of ``context`` tokens."""
+    return max(1, context - max(1, context // 4))
 
-    Returns (last logits [B, V], cache sized for P + max(max_new) tokens,
-    seq [B, P + N]: the prompt ids then -1 slots for new tokens).
+
+def cache_size(model, P, N):
+    """Cache positions a decode of ``P`` prompt and ``N`` new tokens needs: ``P + N``, at most the context."""
+    return P + N if model.max_length is None else tf.minimum(P + N, model.max_length)
+
+
+def prefill(model, prompt_ids, lengths, max_new):
+    """Runs the prompts through the model in one pass (prompts must fit the context).
+
+    Returns (last logits [B, V], cache sized for P + max(max_new) tokens or the
+    context, seq [B, P + N]: the prompt ids then -1 slots for new tokens).
     """
     B, P = tf.shape(prompt_ids)[0], tf.shape(prompt_ids)[1]
     N = tf.reduce_max(tf.concat([max_new, [0]], 0))
-    cache = model.init_cache(B, P + N)                                        # ours: next() fills it in place
+    cache = model.init_cache(B, cache_size(model, P, N))                      # ours: next() fills it in place
     logits, cache = model.next(prompt_ids, cache, tf.zeros([B], tf.int32), valid=lengths)   # [B, P, V]
     last = tf.gather(logits, lengths - 1, batch_dims=1)                      # [B, V]
     seq = tf.where(tf.range(P)[None, :] < lengths[:, None], prompt_ids, -1)  # -1: the sampler's pad
@@ -101,11 +121,16 @@ def prefill(model, prompt_ids, lengths, max_new):
     return last, cache, seq
 
 
-def decode_step(model, t, done, last, cache, seq, lengths, max_new, temperature, top_k, top_p, min_p, penalty,
-                seed, stop_ids):
+def decode_step(model, t, done, last, cache, seq, offset, lengths, max_new, temperature, top_k, top_p, min_p,
+                penalty, seed, stop_ids):
     """One decoding step: sample from ``last``, record, check stops, run the new token.
 
-    Returns (ids [B] (-1 for finished rows), logprobs [B], done [B], last, cache, seq).
+    ``offset[b]`` is how many leading tokens of row ``b`` the model no longer
+    sees (the row has slid its window that far; 0 until it first does), so the
+    new token at ``seq`` position ``lengths + t`` sits at model position
+    ``lengths + t - offset``.
+
+    Returns (ids [B] (-1 for finished rows), logprobs [B], done [B], last, cache, seq, offset).
     The cache is updated in place: the caller must use only the returned one.
     """
     B = tf.shape(last)[0]
@@ -118,10 +143,38 @@ def decode_step(model, t, done, last, cache, seq, lengths, max_new, temperature,
     lp = tf.where(active, lp, 0.0)
     seq = tf.tensor_scatter_nd_update(seq, tf.stack([tf.range(B), index], 1), ids)
     done = done | stop_hit(seq, index, t + 1, stop_ids) | (t + 1 >= max_new)
-    # Finished rows re-feed their last prompt position (their logits are unused), so a row whose budget
-    # ended early never steps past the model's context while the others go on.
-    logits, cache = model.next(tf.maximum(ids, 0)[:, None], cache, tf.where(done, lengths - 1, index))
-    return ids, lp, done, logits[:, 0], cache, seq
+    position = index - offset                                                 # [B] in the model's view
+    context = model.max_length
+    slide = tf.zeros([B], tf.bool) if context is None else ~done & (position >= context)
+    # Finished rows (whose logits are unused) and rows about to slide feed position 0, so that no row
+    # ever steps past the model's context while the others go on.
+    logits, cache = model.next(tf.maximum(ids, 0)[:, None], cache, tf.where(done | slide, 0, position))
+    last = logits[:, 0]
+    if context is not None:
+        last, cache, offset = tf.cond(
+            tf.reduce_any(slide), lambda: _slide(model, slide, index, seq, last, cache, offset),
+            lambda: (last, cache, offset))
+    return ids, lp, done, last, cache, seq, offset
+
+
+def _slide(model, slide, index, seq, last, cache, offset):
+    """Rows where ``slide`` re-encode their last ``window_size`` tokens (ending with the token just sampled
+    at ``index``) from position 0 into a fresh cache; the other rows keep their state."""
+    B, W = tf.shape(seq)[0], window_size(model.max_length)
+    start = tf.maximum(index - W + 1, 0)                                      # [B] first seq position kept
+    cols = tf.minimum(start[:, None] + tf.range(W)[None, :], index[:, None])  # [B, W]
+    window = tf.maximum(tf.gather(seq, cols, batch_dims=1), 0)               # [B, W] token ids
+    valid = tf.minimum(index + 1 - start, W)                                  # [B]
+    capacity = cache_size(model, tf.shape(seq)[1], 0)                        # as prefill sized it: P + N tokens
+    logits, fresh = model.next(window, model.init_cache(B, capacity), tf.zeros([B], tf.int32), valid=valid)
+    fresh_last = tf.gather(logits, valid - 1, batch_dims=1)                  # [B, V]
+
+    def pick(new, old):                                                       # per row: new where sliding
+        mask = tf.reshape(slide, tf.concat([[B], tf.ones([tf.rank(old) - 1], tf.int32)], 0))
+        return tf.where(mask, new, old)
+
+    cache = tf.nest.map_structure(pick, fresh, cache)
+    return pick(fresh_last, last), cache, tf.where(slide, start, offset)
 
 
 def sampling_loop(model, prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p, penalty, seed,
@@ -137,17 +190,18 @@ def sampling_loop(model, prompt_ids, lengths, max_new, temperature, top_k, top_p
     def cond(t, done, *_):
         return tf.logical_and(t < N, tf.logical_not(tf.reduce_all(done)))
 
-    def body(t, done, last, cache, seq, out, out_lp):
-        ids, lp, done, last, cache, seq = decode_step(model, t, done, last, cache, seq, lengths, max_new,
-                                                      temperature, top_k, top_p, min_p, penalty, seed, stop_ids)
+    def body(t, done, last, cache, seq, offset, out, out_lp):
+        ids, lp, done, last, cache, seq, offset = decode_step(
+            model, t, done, last, cache, seq, offset, lengths, max_new, temperature, top_k, top_p, min_p, penalty,
+            seed, stop_ids)
         col = tf.stack([rows, tf.fill([B], t)], 1)
         out = tf.tensor_scatter_nd_update(out, col, ids)
         out_lp = tf.tensor_scatter_nd_update(out_lp, col, lp)
-        return t + 1, done, last, cache, seq, out, out_lp
+        return t + 1, done, last, cache, seq, offset, out, out_lp
 
     dynamic = lambda x: tf.TensorShape([None] * x.shape.rank)  # noqa: E731
-    state = (tf.constant(0), max_new <= 0, last, cache, seq, out, out_lp)
-    _, _, _, _, _, out, out_lp = tf.while_loop(
+    state = (tf.constant(0), max_new <= 0, last, cache, seq, tf.zeros([B], tf.int32), out, out_lp)
+    _, _, _, _, _, _, out, out_lp = tf.while_loop(
         cond, body, state, shape_invariants=tf.nest.map_structure(dynamic, state), parallel_iterations=1)
     num_tokens = tf.reduce_sum(tf.cast(out >= 0, tf.int32), 1)
     return out, num_tokens, out_lp

@@ -102,18 +102,14 @@ def prepare(model, prompts, max_new_tokens, temperature, top_k, top_p, min_p, re
     max_new = _setting_per_row(max_new_tokens, B, "max_new_tokens", np.int32, lambda a: a >= 0,
                                "must be a non-negative integer", integer=True)
     context = model.max_length
-    if context is not None and max_new.max(initial=0) >= context:
-        raise ValueError(f"max_new_tokens={int(max_new.max())} must be smaller than the model's context "
-                         f"({context} tokens)")
     start = start_token(tokenizer)
     for i, r in enumerate(rows):
         if not r:
             rows[i] = [start]
-        if context is not None and len(rows[i]) + max_new[i] > context:
-            keep = context - int(max_new[i])
-            log.warning("prompt %d has %d tokens; keeping its last %d so that %d new tokens fit the %d-token "
-                        "context", i, len(rows[i]), keep, int(max_new[i]), context)
-            rows[i] = rows[i][-keep:]
+        if context is not None and len(rows[i]) > context:
+            log.warning("prompt %d has %d tokens; keeping its last %d (the model's context)", i, len(rows[i]),
+                        context)
+            rows[i] = rows[i][-context:]
     lengths = np.array([len(r) for r in rows], np.int32)
     pad = int(getattr(tokenizer, "pad_id", 0)) if tokenizer is not None else 0
     ids = np.full((B, lengths.max()), pad, np.int32)

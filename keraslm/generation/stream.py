@@ -44,11 +44,13 @@ def stream(model, prompt, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p
     settings = [tf.constant(x) for x in (batch.temperature, batch.top_k, batch.top_p, batch.min_p,
                                          batch.repetition_penalty, batch.seed, batch.stop_ids)]
     last, cache, seq = pre(tf.constant(batch.ids), lengths, max_new)
+    offset = tf.zeros_like(lengths)
     done = max_new <= 0
     ids, emitted = [], ""
     stops = batch.stop_strings[0]
     for t in range(int(batch.max_new[0])):
-        tok, _, done, last, cache, seq = step(tf.constant(t), done, last, cache, seq, lengths, max_new, *settings)
+        tok, _, done, last, cache, seq, offset = step(tf.constant(t), done, last, cache, seq, offset, lengths,
+                                                      max_new, *settings)
         tok = int(tok[0])
         if tok < 0:
             break

@@ -105,3 +105,18 @@ def _text(piece):
 
 def _joined(corpus, lo, hi):
     return "".join(_text(p) for p in corpus.iter_text(lo, hi))
+
+
+def test_builtin_dataset_by_name(tmp_path, monkeypatch):
+    path = sources.builtin_dataset("tinyshakespeare")
+    assert os.path.getsize(path) > 1_000_000
+    assert open(path).read(12) == "First Citize"
+    assert resolve_files("tinyshakespeare") == [path]
+    assert resolve_files(["tinyshakespeare", str(path)]) == [path]
+    corpus = Corpus.from_source(["tinyshakespeare"])
+    assert next(corpus.iter_text()).startswith(b"First Citizen")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tinyshakespeare").write_text("a local file of that name wins")
+    assert resolve_files("tinyshakespeare") == ["tinyshakespeare"]
+    with pytest.raises(ValueError, match="file not found: 'tinyshakespear' .*built-in datasets: tinyshakespeare"):
+        resolve_files("tinyshakespear")

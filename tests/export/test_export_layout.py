@@ -123,8 +123,8 @@ def test_versions(tmp_path, make_model):
         export(model, str(base), -1)
     with pytest.raises(ValueError, match="not a directory"):
         export(model, str(base / "20"))
-    with pytest.raises(ValueError, match="max_new_tokens_limit"):
-        export(make_model("transformer"), str(base), max_new_tokens_limit=32)
+    with pytest.raises(ValueError, match=r"max_new_tokens_limit must be an integer in \[0, 2147483647\], got -1"):
+        export(make_model("transformer"), str(base), max_new_tokens_limit=-1)
     assert sorted(os.listdir(base)) == sorted(["1", "3", "x", ".tmp-export-9-abc", "12.5", "20"])
 
 

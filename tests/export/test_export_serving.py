@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keraslm.export import DEFAULT_UNBOUNDED_LIMIT
+from keraslm.export import DEFAULT_LIMIT
 
 KINDS = ["transformer", "recurrent"]
 PROMPTS = ["hello", "", "the quick brown fox jumps over the lazy dog", "JQX wo"]  # empty; too long; unknown chars
@@ -74,7 +74,7 @@ def served(exported, serve):
     def get(kind):
         if kind not in cache:
             model, path = exported(kind)
-            reqs = requests(model.max_length - 1 if model.max_length else DEFAULT_UNBOUNDED_LIMIT)
+            reqs = requests(DEFAULT_LIMIT)
             reqs["score_ids"] = tf2("score_ids", **score_ids_inputs(model))
             cache[kind] = model, path, dict(zip(reqs, serve(path, list(reqs.values()))))
         return cache[kind]
