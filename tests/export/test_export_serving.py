@@ -20,6 +20,8 @@ CASES = {
     # the long prompt keeps 29 tokens for its 3 new ones while row 0 goes on: finished rows must stay in context
     "per-row": dict(max_new_tokens=[12, 0, 3, 7], temperature=[0.0, 0.7, 1.2, 0.9], top_k=[0, 3, 0, 10],
                     top_p=[1.0, 0.8, 0.95, 1.0], seed=-7),
+    # past the transformer's 32-token context: the rows slide their windows, at different steps
+    "past-context": dict(max_new_tokens=[70, 40, 55, 5], temperature=0.9, top_k=8, top_p=1.0, seed=31),
 }
 ROW_SEEDS = [11, 12, 13, 14]
 SCORE_TEXTS = ["hello world", "the lazy dog", "h", "", "the quick brown fox jumps over the lazy dog\nhello world"]
