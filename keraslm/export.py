@@ -198,9 +198,22 @@ class ServingModule(tf.Module):
         out, num_tokens, _ = sampling_loop(
             self._model(), ids, lengths, max_new, temperature, top_k, top_p, tf.zeros([B]), tf.ones([B]),
             _seed_pairs(seed), tf.zeros([B, 0, 1], tf.int32))                 # out [B, N], -1 padded
-        texts = self.tokenizer.detokenize(tf.RaggedTensor.from_tensor(out, lengths=num_tokens))   # [B]
+        texts = self._continuation(ids, lengths, out, num_tokens)             # [B]
         texts = tf.strings.unicode_transcode(texts, "UTF-8", "UTF-8", errors="replace")
         return {"texts": texts, "num_tokens": num_tokens}
+
+    def _continuation(self, ids, lengths, out, num_tokens):
+        """The new tokens' text as it continues each prompt's text (as ``generation.settings.continuation_text``):
+        prompt and new tokens detokenized together, minus the prompt's own text."""
+        prompt = tf.RaggedTensor.from_tensor(ids, lengths=lengths)           # [B, None]
+        new = tf.RaggedTensor.from_tensor(out, lengths=num_tokens)            # [B, None]
+        head = self.tokenizer.detokenize(prompt)                              # [B]
+        full = self.tokenizer.detokenize(tf.concat([prompt, new], axis=1))    # [B]
+        n = tf.strings.length(head)
+        follows = tf.equal(tf.strings.substr(full, tf.zeros_like(n), n), head)
+        tail = tf.strings.substr(full, n, tf.maximum(tf.strings.length(full) - n, 0))
+        return tf.where(follows & (num_tokens > 0), tail,
+                        tf.where(num_tokens > 0, self.tokenizer.detokenize(new), ""))
 
     def _score(self, ids, lengths):
         B, T = tf.shape(ids)[0], tf.shape(ids)[1]

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keraslm.generation.compiled import compiled
 from keraslm.generation.decode import build_sampling_loop
-from keraslm.generation.settings import prepare, truncate_at_stop
+from keraslm.generation.settings import continuation_text, prepare, truncate_at_stop
 from keraslm.validation import positive_int
 
 def _loop_for(model):
@@ -15,7 +15,7 @@ def _loop_for(model):
 
 def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
              repetition_penalty=1.0, seed=None, stop=None, num_beams=1, length_penalty=1.0,
-             return_details=False):
+             return_details=False, include_prompt=False):
     """Continues each prompt with up to ``max_new_tokens`` tokens.
 
     Args:
@@ -43,10 +43,17 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
         return_details: return a dict with ``texts``, ``ids`` (new token ids),
             ``num_tokens`` and ``logprobs`` (one entry per prompt, or the
             values themselves for a single prompt) instead of just the texts.
+        include_prompt: return the prompt followed by its continuation (the
+            prompt string as given, or the prompt's ids; the token ids the
+            model saw, when the prompt was truncated) instead of the
+            continuation alone.
 
     Returns:
-        The generated continuation (a string per prompt, or token-id lists when
-        the prompts were ids); a single result for a single prompt.
+        The continuation of each prompt (a string per prompt, or token-id lists
+        when the prompts were ids), written as it continues the prompt's text:
+        ``prompt + continuation`` reads as the model's text (a word model's
+        continuation starts with its space); with ``include_prompt`` the prompt
+        comes first. A single result for a single prompt.
 
     Raises:
         ValueError: invalid settings (naming the value), empty prompt list,
@@ -76,17 +83,22 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
         out, num, lp = out.numpy(), num.numpy(), lp.numpy()
         new_ids = [list(map(int, out[b, : num[b]])) for b in range(len(num))]
         logprobs = [lp[b, : num[b]].tolist() for b in range(len(num))]
-    return finish(model, batch, new_ids, logprobs, return_details)
+    return finish(model, batch, new_ids, logprobs, return_details, include_prompt)
 
 
-def finish(model, batch, new_ids, logprobs, return_details):
+def finish(model, batch, new_ids, logprobs, return_details, include_prompt=False):
     """Detokenises, applies text-level stop truncation and shapes the result."""
     texts = None
     if batch.as_text or return_details:
         if model.tokenizer is not None:
-            texts = [model.tokenizer.detokenize(tf.constant([ids], tf.int32))[0].numpy().decode("utf-8", "replace")
-                     if ids else "" for ids in new_ids]
-            texts = [truncate_at_stop(t, s) for t, s in zip(texts, batch.stop_strings)]
+            texts = [truncate_at_stop(continuation_text(model.tokenizer, batch.ids[b, :batch.lengths[b]], ids), s)
+                     for b, (ids, s) in enumerate(zip(new_ids, batch.stop_strings))]
+            if include_prompt:
+                heads = batch.prompt_texts or [continuation_text(model.tokenizer, [], batch.ids[b, :batch.lengths[b]])
+                                               for b in range(len(texts))]
+                texts = [p + t for p, t in zip(heads, texts)]
+    if include_prompt:
+        new_ids = [list(map(int, batch.ids[b, :batch.lengths[b]])) + ids for b, ids in enumerate(new_ids)]
     if return_details:
         result = {"texts": texts, "ids": new_ids, "num_tokens": [len(i) for i in new_ids], "logprobs": logprobs}
         if batch.single:

@@ -31,6 +31,7 @@ class Batch:
     seed: np.ndarray         # [2] int32
     single: bool             # the caller passed one prompt (return one result)
     as_text: bool            # prompts were strings
+    prompt_texts: list = None  # the prompt strings as given (None for token-id prompts)
 
 
 def _setting_per_row(value, B, name, dtype, valid, rule, integer=False, cap=None):
@@ -125,7 +126,7 @@ def prepare(model, prompts, max_new_tokens, temperature, top_k, top_p, min_p, re
         raise ValueError(f"seed must be an integer, got {seed!r}")
     seed_arr = np.array([int(seed) % (2**31), (int(seed) >> 31) % (2**31)], np.int32)
     return Batch(ids, lengths, max_new, stop_ids=stop_ids, stop_strings=stop_strings, seed=seed_arr,
-                 single=single, as_text=as_text, **settings)
+                 single=single, as_text=as_text, prompt_texts=list(prompts) if as_text else None, **settings)
 
 
 def _stops(stop, B, tokenizer):
@@ -164,6 +165,24 @@ def _stops(stop, B, tokenizer):
         for j, s in enumerate(r):
             arr[b, j, LS - len(s):] = s
     return strings, arr
+
+
+def continuation_text(tokenizer, prompt_ids, new_ids):
+    """The text of ``new_ids`` as it continues the prompt's text.
+
+    Detokenizing the new ids alone loses what joins them to the prompt (a word
+    tokenizer puts a space between words, so ``"the king"`` + ``"my"`` must come
+    back as ``" my"``): this detokenizes prompt and continuation together and
+    returns what follows the prompt's own text.
+    """
+    if len(new_ids) == 0:
+        return ""
+
+    def text(ids):
+        return tokenizer.detokenize(tf.constant([list(ids)], tf.int32))[0].numpy().decode("utf-8", "replace")
+
+    head, full = text(prompt_ids), text(list(prompt_ids) + list(new_ids))
+    return full[len(head):] if full.startswith(head) else text(new_ids)
 
 
 def truncate_at_stop(text, stops):

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from keraslm.generation.compiled import compiled
 from keraslm.generation.decode import decode_step, prefill
-from keraslm.generation.settings import prepare, truncate_at_stop
+from keraslm.generation.settings import continuation_text, prepare, truncate_at_stop
 
 def _build(get_model):
     pre = tf.function(lambda ids, lengths, max_new: prefill(get_model(), ids, lengths, max_new),
@@ -48,6 +48,7 @@ def stream(model, prompt, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p
     done = max_new <= 0
     ids, emitted = [], ""
     stops = batch.stop_strings[0]
+    prompt_ids = batch.ids[0, :batch.lengths[0]]
     for t in range(int(batch.max_new[0])):
         tok, _, done, last, cache, seq, offset = step(tf.constant(t), done, last, cache, seq, offset, lengths,
                                                       max_new, *settings)
@@ -55,8 +56,7 @@ def stream(model, prompt, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p
         if tok < 0:
             break
         ids.append(tok)
-        text = truncate_at_stop(model.tokenizer.detokenize(tf.constant([ids], tf.int32))[0].numpy()
-                                .decode("utf-8", "replace"), stops)
+        text = truncate_at_stop(continuation_text(model.tokenizer, prompt_ids, ids), stops)
         # Hold back a trailing replacement char (an incomplete multi-byte piece).
         stable = text[:-1] if text.endswith("\ufffd") else text
         if stable.startswith(emitted) and len(stable) > len(emitted):
@@ -66,15 +66,12 @@ def stream(model, prompt, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p
             yield piece
         if bool(done[0]):
             break
-    if text_tail := _final_tail(model, ids, stops, emitted):
+    if text_tail := _final_tail(model, prompt_ids, ids, stops, emitted):
         if callback is not None:
             callback(text_tail)
         yield text_tail
 
 
-def _final_tail(model, ids, stops, emitted):
-    if not ids:
-        return ""
-    text = truncate_at_stop(model.tokenizer.detokenize(tf.constant([ids], tf.int32))[0].numpy()
-                            .decode("utf-8", "replace"), stops)
+def _final_tail(model, prompt_ids, ids, stops, emitted):
+    text = truncate_at_stop(continuation_text(model.tokenizer, prompt_ids, ids), stops)
     return text[len(emitted):] if text.startswith(emitted) else ""

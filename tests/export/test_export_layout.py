@@ -176,3 +176,27 @@ def test_debris_of_killed_exports_is_removed(tmp_path, make_model):
     (stale / "saved_model.pb").write_bytes(b"half written")
     path = export(make_model("recurrent"), str(base))
     assert sorted(os.listdir(base)) == [os.path.basename(path)]
+
+
+def test_word_model_texts_continue_the_prompt(tmp_path):
+    """A word model's exported texts join the prompt as model.generate's do (the space between words)."""
+    import keras
+
+    import keraslm
+    from keraslm.data import WordTokenizer
+    from keraslm.models import TransformerLM
+
+    tok = WordTokenizer()
+    tok.adapt(["the king is dead , long live the king . my lord , what is this ?"] * 3)
+    keras.utils.set_random_seed(5)
+    model = TransformerLM(vocab_size=tok.vocab_size, max_length=16, num_layers=1, num_heads=2, width=8,
+                          tokenizer=tok)
+    path = export(model, str(tmp_path / "base"))
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    prompts = ["the king", "my lord ,"]
+    out = serve(prompts=tf.constant(prompts), max_new_tokens=tf.constant([5, 20]), temperature=tf.constant([0.8]),
+                top_k=tf.constant([0]), top_p=tf.constant([1.0]), seed=tf.constant([3], tf.int64))
+    with keraslm.ops.implementation_scope("reference"):
+        want = model.generate(prompts, max_new_tokens=[5, 20], temperature=0.8, seed=3)
+    assert [t.decode() for t in out["texts"].numpy()] == want
+    assert all(t.startswith(" ") for t in want)

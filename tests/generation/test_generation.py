@@ -176,3 +176,33 @@ def test_beam_search_finds_the_exhaustive_optimum():
     best = conts[int(np.argmax(scores))].tolist()
     found = generate(model, prompt, max_new_tokens=N, num_beams=V * V, length_penalty=0.0)
     assert found == best
+
+
+def test_continuations_join_the_prompt_as_written(tmp_path):
+    """A word model's continuation starts with the space that joins it to the prompt; include_prompt
+    returns the prompt as given followed by it; stream, generate and the CLI agree."""
+    import subprocess
+    import sys
+
+    from keraslm.data import WordTokenizer
+
+    tok = WordTokenizer()
+    tok.adapt(["the king is dead , long live the king . my lord , what is this ?"] * 3)
+    keras.utils.set_random_seed(2)
+    model = TransformerLM(vocab_size=tok.vocab_size, max_length=32, num_layers=1, num_heads=2, width=16,
+                          tokenizer=tok)
+    settings = dict(max_new_tokens=6, temperature=0.9, seed=4)
+    cont = generate(model, "the king", **settings)
+    assert cont.startswith(" ") and len(cont.split()) == 6
+    assert generate(model, "the king", include_prompt=True, **settings) == "the king" + cont
+    assert "".join(stream(model, "the king", **settings)) == cont
+    ids = model.tokenizer.tokenize(tf.constant("the king")).numpy().tolist()
+    with_prompt = generate(model, ids, include_prompt=True, return_details=True, **settings)
+    assert with_prompt["ids"][:len(ids)] == ids and with_prompt["texts"] == "the king" + cont
+    path = str(tmp_path / "words.keras")
+    model.save(path)
+    r = subprocess.run([sys.executable, "-P", "-m", "keraslm", "generate", "--model", path, "--prompt", "the king",
+                        "--max-new-tokens", "6", "--temperature", "0.9", "--seed", "4"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout == "the king" + cont + "\n"
