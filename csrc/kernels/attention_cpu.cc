@@ -6,6 +6,11 @@
 // Decode (Tq <= kDecodeRows): the keys of each (b, h) are split across
 // threads, each split keeps (max, sum, output) partials, and a second pass
 // combines them, so one-token decode uses every core.
+//
+// Non-finite inputs: a NaN score (or +inf, whose exp2(x - max) is NaN) that a
+// row can see makes the row's output and log-sum-exp NaN, as in the reference;
+// scores the row cannot see are replaced by -inf or never computed, so NaN in
+// masked keys never leaks.
 #include <cmath>
 #include <vector>
 
@@ -17,6 +22,13 @@ namespace KERASLM_ISA {
 namespace {
 
 constexpr int64_t kDecodeRows = 8;
+
+// exp2(x) for x <= 0 that keeps NaN (vexp2_nonpos maps NaN to 2^-126): one
+// compare and blend per score.
+inline vf vexp2_keep_nan(vf x) {
+  const vf e = vexp2_nonpos(x);
+  return x == x ? e : x;
+}
 
 inline const float* row(const float* base, const Strides3& s, int64_t b, int64_t t, int64_t h) {
   return base + b * s.b + t * s.t + h * s.h;
@@ -75,7 +87,7 @@ void forward_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t i0, Fo
       const vf alpha = vexp2_nonpos(m_old - m_safe);
       vf sum{};
       for (int64_t c = 0; c < nc; ++c) {
-        const vf e = vexp2_nonpos(vload(st + c * BR + v * W) - m_safe);
+        const vf e = vexp2_keep_nan(vload(st + c * BR + v * W) - m_safe);
         vstore(st + c * BR + v * W, e);
         sum += e;
       }
@@ -101,12 +113,12 @@ void forward_tile(const AttentionParams& p, int64_t b, int64_t h, int64_t i0, Fo
   }
 
   for (int64_t r = 0; r < nr; ++r) {
-    const float l = s.l[r];
-    const float inv = l > 0.f ? 1.f / l : 0.f;
+    const float l = s.l[r];  // 0: the row saw no key; NaN: it saw a NaN score
+    const float inv = l == 0.f ? 0.f : 1.f / l;
     float* out = row(p.out, p.out_stride, b, i0 + r, h);
     const float* o = s.o.data() + r * Dp;
     for (int64_t d = 0; d < D; ++d) out[d] = o[d] * inv;
-    p.lse[(b * p.H + h) * p.Tq + i0 + r] = l > 0.f ? s.m[r] * kLn2 + std::log(l) : -kInf;
+    p.lse[(b * p.H + h) * p.Tq + i0 + r] = l == 0.f ? -kInf : s.m[r] * kLn2 + std::log(l);
   }
 }
 
@@ -176,11 +188,12 @@ void decode_partial(const AttentionParams& p, int64_t b, int64_t h, int64_t i, i
     float cmax = -kInf;
     for (c = 0; c < nc; ++c) cmax = std::max(cmax, sc[c]);
     for (int64_t c = nc; c < BC; ++c) sc[c] = -kInf;
-    const float m_new = std::max(m, cmax);
-    const float alpha = m == -kInf ? 0.f : std::exp2(m - m_new);
+    const float m_new = std::max(m, cmax);  // (std::max skips NaN scores: their e below is NaN)
+    const float m_safe = m_new == -kInf ? 0.f : m_new;
+    const float alpha = m == -kInf ? 0.f : std::exp2(m - m_safe);
     vf sum{};
     for (int64_t c = 0; c < BC; c += W) {
-      const vf e = vexp2_nonpos(vload(sc + c) - m_new);
+      const vf e = vexp2_keep_nan(vload(sc + c) - m_safe);
       vstore(sc + c, e);
       sum += e;
     }
@@ -241,21 +254,20 @@ void forward_decode(const AttentionParams& p, const Parallel& host_par) {
       const float* pr = &parts[r * nsplit * (D + 2)];
       float m = -kInf;
       for (int64_t sp = 0; sp < nsplit; ++sp) m = std::max(m, pr[sp * (D + 2)]);
+      const float m_safe = m == -kInf ? 0.f : m;
       float* out = row(p.out, p.out_stride, b, i, h);
       std::fill(out, out + D, 0.f);
       float l = 0.f;
-      if (m != -kInf) {
-        for (int64_t sp = 0; sp < nsplit; ++sp) {
-          const float* part = pr + sp * (D + 2);
-          if (part[1] == 0.f) continue;
-          const float w = std::exp2(part[0] - m);
-          l += part[1] * w;
-          axpy(w, part + 2, out, D);
-        }
+      for (int64_t sp = 0; sp < nsplit; ++sp) {
+        const float* part = pr + sp * (D + 2);
+        if (part[1] == 0.f) continue;  // no key (a NaN sum, even with max -inf, is kept)
+        const float w = std::exp2(part[0] - m_safe);
+        l += part[1] * w;
+        axpy(w, part + 2, out, D);
       }
-      const float inv = l > 0.f ? 1.f / l : 0.f;
+      const float inv = l == 0.f ? 0.f : 1.f / l;
       for (int64_t d = 0; d < D; ++d) out[d] *= inv;
-      p.lse[(b * p.H + h) * p.Tq + i] = l > 0.f ? m * kLn2 + std::log(l) : -kInf;
+      p.lse[(b * p.H + h) * p.Tq + i] = l == 0.f ? -kInf : m * kLn2 + std::log(l);
     }
   });
 }

@@ -70,13 +70,18 @@ void backward_tile(const BackwardContext& ctx, int64_t b, int64_t h, int64_t j0,
   const vi iota = lane_iota();
   for (int64_t c = 0; c < nc; ++c)
     for (int v = 0; v < NI; ++v) {
-      vf e = vexp2_nonpos(vload(pt + c * BR + v * W) - vload(s.lse2 + v * W));
+      // P keeps NaN (a row whose forward saw a NaN score has lse NaN): its
+      // gradients are NaN, as in the reference; hidden keys get exact zeros.
+      const vf x = vload(pt + c * BR + v * W) - vload(s.lse2 + v * W);
+      const vf ex = vexp2_nonpos(x);
+      vf e = x == x ? ex : x;
+      vf ds = e * (vload(dpt + c * BR + v * W) - vload(s.delta + v * W));
       if (mask) {
         const vi hidden = (vi{} + int32_t(c)) - (iota + v * W) >= int32_t(c0);
         e = hidden ? vf{} : e;
+        ds = hidden ? vf{} : ds;
       }
       vstore(pt + c * BR + v * W, e);
-      const vf ds = e * (vload(dpt + c * BR + v * W) - vload(s.delta + v * W));
       vstore(dpt + c * BR + v * W, ds);
     }
   tile_acc(pt, BR, 1, nc, nr, s.dop.data(), Dp, s.dv.data(), Dp, Dp);    // dV += P^T dO

@@ -14,7 +14,8 @@
 //   part_acc[row][s] = sum_j exp2(x_j - m) v_j   (only when l > 0)
 // and the combine kernel merges them:
 //   M = max_s m_s,  L = sum_s l_s 2^(m_s - M),  out = sum_s 2^(m_s - M) acc_s / L,
-//   lse = ln 2 * (M + log2 L); a row with L = 0 gets out = 0, lse = -inf.
+//   lse = ln 2 * (M + log2 L); a row with L = 0 gets out = 0, lse = -inf, and
+//   a split with l = NaN (a NaN score) makes L, out and lse NaN.
 //
 // Workspace (nsplit > 1 only; row = (b * H + h) * Tq + i):
 //   float  part_acc[B*H*Tq][nsplit][D]   at offset 0
@@ -73,21 +74,21 @@ __global__ void __launch_bounds__(kThreads)
   float l = 0.f;
   for (int s = lane; s < nsplit; s += 32) {
     const float2 v = ml[s];
-    if (v.y > 0.f) l += v.y * exp2f(v.x - m);
+    if (v.y != 0.f) l += v.y * exp2f(v.x - m);  // NaN partials (a NaN score) make l NaN
   }
   l = warp_sum(l);
-  const float inv = l > 0.f ? 1.f / l : 0.f;
+  const float inv = l == 0.f ? 0.f : 1.f / l;
 
   T* o = static_cast<T*>(p.out) + b * p.out_stride.b + i * p.out_stride.t + h * p.out_stride.h;
   for (int d = lane; d < p.D; d += 32) {
     float a = 0.f;
     for (int s = 0; s < nsplit; ++s) {
       const float2 v = ml[s];
-      if (v.y > 0.f) a += exp2f(v.x - m) * acc[int64_t(s) * p.D + d];  // empty splits wrote no acc
+      if (v.y != 0.f) a += exp2f(v.x - m) * acc[int64_t(s) * p.D + d];  // empty splits wrote no acc
     }
     o[d] = from_float<T>(a * inv);
   }
-  if (lane == 0) p.lse[row] = l > 0.f ? (m + log2f(l)) * kLn2 : neg_inf();
+  if (lane == 0) p.lse[row] = l == 0.f ? neg_inf() : (m + log2f(l)) * kLn2;
 }
 
 template <typename T>

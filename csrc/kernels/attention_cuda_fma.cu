@@ -21,6 +21,9 @@
 // all lanes) and a per-lane partial sum l (summed across lanes at the end:
 // the rescale factor alpha is the same in every lane, so this is exact).
 // O += P V: lane owns output columns d = lane + 32u, u < DB / 32.
+// Non-finite scores: fmaxf skips NaN, but exp2f(NaN - m) is NaN, so a NaN
+// (or +inf) score a row can see makes its l and output NaN; the epilogue
+// tests l == 0 (no key), not l > 0, so that NaN reaches out and lse.
 #include "kernels/attention_cuda_common.cuh"
 
 namespace keraslm {
@@ -197,18 +200,19 @@ __global__ void __launch_bounds__(kThreads) fma_forward_kernel(const FmaArgs a) 
     const int64_t rho = rho0 + r, g = rho / p.Tq, i = rho - g * p.Tq, h = hk * G + g;
     const int64_t row = (b * p.H + h) * p.Tq + i;  // index into lse [B, H, Tq]
     if (a.nsplit == 1) {
-      const float inv = lt > 0.f ? 1.f / lt : 0.f;
+      // lt == 0: the row saw no key (out 0, lse -inf); NaN: it saw a NaN or +inf score (NaN out and lse).
+      const float inv = lt == 0.f ? 0.f : 1.f / lt;
       T* o = static_cast<T*>(p.out) + b * p.out_stride.b + i * p.out_stride.t + h * p.out_stride.h;
 #pragma unroll
       for (int u = 0; u < NU; ++u) {
         const int d = lane + 32 * u;
         if (d < D) o[d] = from_float<T>(acc[rr][u] * inv);
       }
-      if (lane == 0) p.lse[row] = lt > 0.f ? (m[rr] + log2f(lt)) * kLn2 : neg_inf();
+      if (lane == 0) p.lse[row] = lt == 0.f ? neg_inf() : (m[rr] + log2f(lt)) * kLn2;
     } else {
       const int64_t slot = row * a.nsplit + split;
       if (lane == 0) a.part_ml[slot] = make_float2(m[rr], lt);
-      if (lt > 0.f) {  // empty partials leave their accumulator unwritten
+      if (lt != 0.f) {  // empty partials leave their accumulator unwritten (NaN ones are written)
         float* pa = a.part_acc + slot * p.D;
 #pragma unroll
         for (int u = 0; u < NU; ++u) {

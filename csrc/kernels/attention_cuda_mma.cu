@@ -270,7 +270,8 @@ __global__ void __launch_bounds__(32 * NW) mma_forward_kernel(const AttentionPar
   l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
   l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  // l == 0: no key (out 0, lse -inf); l NaN: a NaN / +inf score the row sees (NaN out and lse).
+  const float inv0 = l0 == 0.f ? 0.f : 1.f / l0, inv1 = l1 == 0.f ? 0.f : 1.f / l1;
   T* st = sQ + wr * PITCH;
 #pragma unroll
   for (int nt = 0; nt < NO; ++nt) {
@@ -288,8 +289,8 @@ __global__ void __launch_bounds__(32 * NW) mma_forward_kernel(const AttentionPar
           *reinterpret_cast<const uint4*>(st + r * PITCH + col);
   }
   if (t4 == 0) {
-    if (wr + g < nr) lse[wr + g] = l0 > 0.f ? (m0 + log2f(l0)) * kLn2 : neg_inf();
-    if (wr + g + 8 < nr) lse[wr + g + 8] = l1 > 0.f ? (m1 + log2f(l1)) * kLn2 : neg_inf();
+    if (wr + g < nr) lse[wr + g] = l0 == 0.f ? neg_inf() : (m0 + log2f(l0)) * kLn2;
+    if (wr + g + 8 < nr) lse[wr + g + 8] = l1 == 0.f ? neg_inf() : (m1 + log2f(l1)) * kLn2;
   }
 #endif
 }

@@ -1,7 +1,8 @@
 // CPU kernels of layer_norm.h (compiled once per ISA; see dispatch.cc).  The
 // row sums use W-lane vector accumulators (the compiler may not reorder a
 // scalar float sum, which would leave it one add per cycle-latency), with the
-// row tail in scalars; sums are float32.
+// row tail in scalars; sums are float32 (a row whose squared deviations
+// overflow float32 is redone in double, see row_in_double).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -41,6 +42,30 @@ float row_sq_dev(const float* x, float mean, int64_t C) {
   return s;
 }
 
+// One row in double, as layer_norm_forward_reference computes it: for rows
+// whose float sum of squared deviations is not finite.  That is either an
+// overflow (|x - mean| around 1e19 and beyond, or a float sum of x that
+// overflowed), which double holds exactly enough, or a non-finite x, which
+// gives NaN as in the reference.  The common case pays one test per row.
+void row_in_double(const LayerNormParams& p, int64_t r) {
+  const int64_t C = p.C;
+  const float* x = p.x + r * C;
+  float* y = p.y + r * C;
+  double sum = 0;
+  for (int64_t c = 0; c < C; ++c) sum += x[c];
+  const double mean = sum / C;
+  double sq = 0;
+  for (int64_t c = 0; c < C; ++c) sq += (x[c] - mean) * (x[c] - mean);
+  const double rstd = 1.0 / std::sqrt(sq / C + double(p.epsilon));
+  for (int64_t c = 0; c < C; ++c) {
+    double v = (x[c] - mean) * rstd * p.gamma[c];
+    if (p.beta) v += p.beta[c];
+    y[c] = static_cast<float>(v);
+  }
+  p.mean[r] = static_cast<float>(mean);
+  p.rstd[r] = static_cast<float>(rstd);
+}
+
 }  // namespace
 
 void layer_norm_forward(const LayerNormParams& p, const Parallel& par) {
@@ -52,6 +77,10 @@ void layer_norm_forward(const LayerNormParams& p, const Parallel& par) {
       float* y = p.y + r * C;
       const float mean = row_sum(x, C) * inv_c;
       const float sq = row_sq_dev(x, mean, C);
+      if (!std::isfinite(sq)) {  // overflow (deviations beyond ~1e19) or non-finite x: see row_in_double
+        row_in_double(p, r);
+        continue;
+      }
       const float rstd = 1.0f / std::sqrt(sq * inv_c + p.epsilon);
       if (p.beta) {
         for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mean) * rstd * p.gamma[c] + p.beta[c];

@@ -104,6 +104,84 @@ void attention_case(const AttnCase& c, std::mt19937& rng, const Parallel& par) {
   check(worst(dv, dv_ref, 1e-4, 1e-3) <= 1, "backward dv " + describe(c));
 }
 
+// Worst error of the entries that are not NaN in either array, or 1e30 when
+// `ref` is NaN where `a` is not, or (exact_nans) the NaNs differ at all.
+double worst_nan_pattern(const std::vector<float>& a, const std::vector<float>& ref, double atol, double rtol,
+                         bool exact_nans = true) {
+  std::vector<float> a2(a), b2(ref);
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(ref[i]) && !std::isnan(a[i])) return 1e30;
+    if (std::isnan(a[i]) && !std::isnan(ref[i]) && exact_nans) return 1e30;
+    if (std::isnan(a[i]) || std::isnan(ref[i])) a2[i] = b2[i] = 0.f;
+  }
+  return worst(a2, b2, atol, rtol);
+}
+
+// NaN in, NaN out, as in the reference: a NaN query row, and a NaN key that
+// only some rows see (causal), make exactly those rows (and their gradients)
+// NaN; NaN keys and values past the key lengths must not leak.
+void attention_nan_case(const AttnCase& c, std::mt19937& rng, const Parallel& par) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  auto randn = [&](int64_t n) {
+    std::vector<float> x(n);
+    for (auto& v : x) v = nd(rng);
+    return x;
+  };
+  auto q = randn(c.B * c.Tq * c.H * c.D), k = randn(c.B * c.Tk * c.Hkv * c.D),
+       v = randn(c.B * c.Tk * c.Hkv * c.D), dout = randn(c.B * c.Tq * c.H * c.D);
+  std::vector<int32_t> lens(c.B, int32_t(c.Tk));
+  if (c.lengths) lens[c.B - 1] = int32_t(c.Tk / 2);
+  const int64_t kd = c.Hkv * c.D;
+  q[(0 * c.Tq + c.Tq / 2) * c.H * c.D + 1 % c.D] = NAN;         // q row (b 0, i Tq/2, h 0)
+  k[((c.B - 1) * c.Tk + c.Tk / 3) * kd + c.D - 1] = NAN;         // key Tk/3 of the last batch, kv head 0
+  for (int64_t b = 0; b < c.B; ++b)                              // past the key lengths: never read
+    for (int64_t j = lens[b]; j < c.Tk; ++j)
+      for (int64_t i = 0; i < kd; ++i) k[(b * c.Tk + j) * kd + i] = v[(b * c.Tk + j) * kd + i] = NAN;
+
+  AttentionParams p;
+  p.B = c.B; p.Tq = c.Tq; p.Tk = c.Tk; p.H = c.H; p.Hkv = c.Hkv; p.D = c.D;
+  p.causal = c.causal;
+  p.scale = 1.f / std::sqrt(float(c.D));
+  p.key_lengths = c.lengths ? lens.data() : nullptr;
+  p.q = q.data(); p.q_stride = dense_strides(c.Tq, c.H, c.D);
+  p.k = k.data(); p.k_stride = dense_strides(c.Tk, c.Hkv, c.D);
+  p.v = v.data(); p.v_stride = dense_strides(c.Tk, c.Hkv, c.D);
+  p.out_stride = dense_strides(c.Tq, c.H, c.D);
+  std::vector<float> out_ref(q.size()), lse_ref(c.B * c.H * c.Tq), out(q.size(), 0.f), lse(lse_ref.size(), 0.f);
+  AttentionParams pr = p, pf = p;
+  pr.out = out_ref.data(); pr.lse = lse_ref.data();
+  pf.out = out.data(); pf.lse = lse.data();
+  attention_forward_reference(pr);
+  attention_forward(pf, par);
+  int64_t nan_rows = 0, finite_rows = 0;
+  for (float x : lse_ref) (std::isnan(x) ? nan_rows : finite_rows) += 1;
+  check(nan_rows > 0 && finite_rows > 0, "NaN case exercises both kinds of rows " + describe(c));
+  check(worst_nan_pattern(out, out_ref, 2e-5, 2e-4) <= 1, "NaN forward out " + describe(c));
+  check(worst_nan_pattern(lse, lse_ref, 2e-5, 2e-5) <= 1, "NaN forward lse " + describe(c));
+
+  std::vector<float> dq_ref(q.size()), dk_ref(k.size()), dv_ref(v.size());
+  std::vector<float> dq(q.size(), 0.f), dk(k.size(), 0.f), dv(v.size(), 0.f);
+  AttentionGradParams g;
+  g.dout = dout.data(); g.dout_stride = p.out_stride;
+  g.dq_stride = p.q_stride; g.dk_stride = p.k_stride; g.dv_stride = p.v_stride;
+  AttentionGradParams gr = g, gf = g;
+  gr.fwd = pr; gr.dq = dq_ref.data(); gr.dk = dk_ref.data(); gr.dv = dv_ref.data();
+  gf.fwd = pf; gf.dq = dq.data(); gf.dk = dk.data(); gf.dv = dv.data();
+  attention_backward_reference(gr);
+  attention_backward(gf, par);
+  // Every gradient the reference makes NaN is NaN.  The tiled products may
+  // also spread NaN to pairs hidden by the causal mask (0 * NaN, as autodiff
+  // of the pure-TF reference does); keys past the key lengths stay exact.
+  check(worst_nan_pattern(dq, dq_ref, 1e-4, 1e-3, false) <= 1, "NaN backward dq " + describe(c));
+  check(worst_nan_pattern(dk, dk_ref, 1e-4, 1e-3, false) <= 1, "NaN backward dk " + describe(c));
+  check(worst_nan_pattern(dv, dv_ref, 1e-4, 1e-3, false) <= 1, "NaN backward dv " + describe(c));
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t j = lens[b]; j < c.Tk; ++j)
+      for (int64_t i = 0; i < kd; ++i)
+        check(dk[(b * c.Tk + j) * kd + i] == 0.f && dv[(b * c.Tk + j) * kd + i] == 0.f,
+              "NaN backward: zero gradient past the key length " + describe(c));
+}
+
 AttnCase random_attention_case(std::mt19937& rng) {
   auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
   const int64_t ds[] = {1, 3, 8, 16, 33, 64, 80, 128};
@@ -495,13 +573,26 @@ int main(int argc, char** argv) {
     attention_case(c, rng, pool);
     attention_case(c, rng, Parallel::serial());
   }
-  // Layer norm: one feature, no rows, huge, tiny and far-offset rows.
+  // NaN propagation: the tiled path (Tq > 8), the split-key decode path
+  // (Tq <= 8; one row and 1000 keys are split in four), GQA, causal or not.
+  const AttnCase nan_cases[] = {
+      {2, 40, 70, 4, 2, 16, true, true},  {2, 37, 37, 2, 1, 64, false, true}, {1, 1, 1000, 2, 2, 64, true, false},
+      {2, 6, 300, 4, 2, 33, true, true},  {3, 8, 8, 2, 2, 8, true, false},    {1, 100, 100, 2, 1, 16, true, false},
+  };
+  for (const auto& c : nan_cases) {
+    attention_nan_case(c, rng, pool);
+    attention_nan_case(c, rng, Parallel::serial());
+  }
+  // Layer norm: one feature, no rows, huge, tiny and far-offset rows, and rows
+  // whose float32 sums overflow.
   struct LnCase {
     int64_t R, C;
     float eps, scale, offset;
   };
   const LnCase ln_fixed[] = {{3, 1, 1e-5f, 0, 0},       {0, 7, 1e-5f, 0, 0},        {2, 257, 1e-5f, 1e17f, -3e17f},
-                             {4, 33, 1e-5f, 1e-3f, 0}, {3, 100, 1e-5f, 1e-17f, 0}, {5, 300, 1e-5f, 1.f, 1e4f}};
+                             {4, 33, 1e-5f, 1e-3f, 0}, {3, 100, 1e-5f, 1e-17f, 0}, {5, 300, 1e-5f, 1.f, 1e4f},
+                             // Squared deviations that overflow float32 (and, at 3e37, row sums that do).
+                             {3, 64, 1e-5f, 1e19f, 0},   {2, 40, 1e-5f, 3e37f, 0},   {2, 9, 1e-5f, 1e20f, 2e20f}};
   // Linear: K = 1, N = 1, and sizes one off the vector panels.
   const int64_t lin_fixed[][3] = {{1, 1, 1}, {9, 1, 300}, {3, 300, 1}, {7, 256, 257}, {1, 17, 63}, {6, 65, 129}};
   // Decoder step: C = 1, one cache slot, a cache long enough to be split by

@@ -1,6 +1,8 @@
 // TF glue of the small-batch dense kernel (kernels/linear.h): the op
-// Keraslm>Linear, its shape function and the validating CPU OpKernel.
+// Keraslm>Linear, its shape function and the validating CPU OpKernel.  The
+// XLA lowering is in linear_xla.cc (same checks: linear_glue.h).
 #include "kernels/linear.h"
+#include "tf/linear_glue.h"
 #include "tf/tf_common.h"
 
 namespace keraslm {
@@ -26,31 +28,13 @@ class LinearOp : public OpKernel {
     const Tensor& x = ctx->input(0);
     const Tensor& w = ctx->input(1);
     const Tensor& bias = ctx->input(2);
-    OP_REQUIRES(ctx, x.dims() == 2,
-                InvalidArgument("x must have rank 2 [M, K], got shape ", x.shape().DebugString()));
-    OP_REQUIRES(ctx, w.dims() == 2,
-                InvalidArgument("w must have rank 2 [K, N], got shape ", w.shape().DebugString()));
-    OP_REQUIRES(ctx, x.dim_size(1) == w.dim_size(0),
-                InvalidArgument("x has ", x.dim_size(1), " columns but w has ", w.dim_size(0), " rows"));
-    if (use_bias_)
-      OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == w.dim_size(1),
-                  InvalidArgument("bias must have shape [", w.dim_size(1), "], got ", bias.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, ValidateLinearShapes(x.shape(), w.shape(), bias.shape(), use_bias_));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({x.dim_size(0), w.dim_size(1)}), &out));
-    LinearParams p;
-    p.M = x.dim_size(0);
-    p.K = x.dim_size(1);
-    p.N = w.dim_size(1);
-    p.x = x.flat<float>().data();
-    p.w = w.flat<float>().data();
-    p.bias = use_bias_ ? bias.flat<float>().data() : nullptr;
+    LinearParams p = MakeLinearParams(x.shape(), w.shape(), x.flat<float>().data(), w.flat<float>().data(),
+                                      use_bias_ ? bias.flat<float>().data() : nullptr);
     p.out = out->flat<float>().data();
-    if (p.K == 0) {  // an empty sum: out = bias (or 0)
-      for (int64_t m = 0; m < p.M; ++m)
-        for (int64_t n = 0; n < p.N; ++n) p.out[m * p.N + n] = p.bias ? p.bias[n] : 0.f;
-      return;
-    }
-    linear_forward(p, tf_parallel(ctx));
+    run_linear(p, tf_parallel(ctx));
   }
 
  private:
@@ -60,6 +44,11 @@ class LinearOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("Keraslm>Linear").Device(DEVICE_CPU), LinearOp);
 
 }  // namespace
+
+#ifndef KERASLM_HAVE_XLA_GLUE
+bool linear_xla_lowering_registered() { return false; }
+#endif
+
 }  // namespace keraslm
 
 REGISTER_OP("Keraslm>Linear")

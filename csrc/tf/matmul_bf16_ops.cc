@@ -6,8 +6,11 @@
 #include <string>
 
 #include "kernels/gemm_bf16.h"
+#include "tf/decoder_step_glue.h"
 #include "tf/layer_norm_glue.h"
+#include "tf/linear_glue.h"
 #include "tf/matmul_bf16_glue.h"
+#include "tf/sampling_glue.h"
 #include "tf/tf_common.h"
 
 namespace keraslm {
@@ -66,6 +69,12 @@ class BuildInfoOp : public OpKernel {
     info += attention_xla_lowering_registered() ? "1" : "0";
     info += ";xla_layer_norm=";
     info += layer_norm_xla_lowering_registered() ? "1" : "0";
+    info += ";xla_sample=";
+    info += sample_xla_lowering_registered() ? "1" : "0";
+    info += ";xla_linear=";
+    info += linear_xla_lowering_registered() ? "1" : "0";
+    info += ";xla_decoder_block_step=";
+    info += decoder_block_step_xla_lowering_registered() ? "1" : "0";
     out->scalar<tensorflow::tstring>()() = info;
   }
 };

@@ -1,5 +1,6 @@
 // TF glue for the fused sampling kernel: op registration, shape function,
-// validation of every input (OP_REQUIRES) and the CPU OpKernel.
+// validation of every input (OP_REQUIRES) and the CPU OpKernel.  The XLA
+// lowering (sampling_xla.cc) runs the same checks and kernel.
 #include <string>
 
 #include "kernels/sampling.h"
@@ -53,6 +54,11 @@ class SampleOp : public OpKernel {
 REGISTER_KERNEL_BUILDER(Name("Keraslm>Sample").Device(DEVICE_CPU), SampleOp);
 
 }  // namespace
+
+#ifndef KERASLM_HAVE_XLA_GLUE
+bool sample_xla_lowering_registered() { return false; }
+#endif
+
 }  // namespace keraslm
 
 REGISTER_OP("Keraslm>Sample")

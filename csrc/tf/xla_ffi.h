@@ -1,7 +1,7 @@
-// Shared by the XLA lowerings of our ops (matmul_bf16_xla.cc,
-// attention_xla.cc): they lower to XLA custom calls with the typed FFI on the
-// host platform, which gives the handlers XLA's own intra-op thread pool and
-// lets them fail with an error instead of crashing.
+// Shared by the XLA lowerings of our ops (the csrc/tf/*_xla.cc files): they
+// lower to XLA custom calls with the typed FFI on the host platform, which
+// gives the handlers XLA's own intra-op thread pool and lets them fail with
+// an error (ffi::Error, an InvalidArgumentError in TF) instead of crashing.
 #pragma once
 
 #include <atomic>
@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "kernels/parallel.h"
 #include "xla/ffi/api/c_api.h"
 #include "xla/ffi/api/ffi.h"
@@ -66,5 +67,15 @@ inline std::string mlir_f32(float x) {
 }
 
 inline const char* mlir_bool(bool x) { return x ? "true" : "false"; }
+
+// An integer attribute in MLIR syntax.
+inline std::string mlir_i64(int64_t x) { return std::to_string(x) + " : i64"; }
+
+// The custom call's error for a check of the glue that failed (the same
+// message the TF OpKernel gives); Success for an ok status.
+inline xla::ffi::Error ffi_error(const absl::Status& s) {
+  if (s.ok()) return xla::ffi::Error::Success();
+  return xla::ffi::Error(xla::ffi::ErrorCode::kInvalidArgument, std::string(s.message()));
+}
 
 }  // namespace keraslm

@@ -4,8 +4,10 @@ The switch has three states:
 
 * ``"auto"`` (default): use the custom ops when ``_tf_ops.so`` loads; if it
   does not, warn once and use the pure-TF reference.  Inside an XLA
-  computation (``jit_compile=True``) the reference is used, except for the ops
-  the library lowers to XLA custom calls (``matmul_bf16``).
+  computation (``jit_compile=True``) the ops that this build lowers to XLA
+  custom calls (``build_info()["xla_<op>"] == "1"``: attention, layer_norm,
+  linear, sample, decoder_block_step, matmul_bf16) run there with the same
+  checks; the others use the reference, whose run-time checks XLA drops.
 * ``"custom"``: always use the custom ops; raise if they cannot be loaded or
   are requested inside XLA.
 * ``"reference"``: always use the pure-TF reference (stock TF ops only; this

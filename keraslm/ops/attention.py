@@ -31,6 +31,13 @@ def attention(q, k, v, *, causal=False, key_lengths=None, scale=None, return_lse
       padding, e.g. a batch of prompts of different lengths).
     * A row that sees no key gets output 0, log-sum-exp ``-inf`` and zero
       gradient (never NaN).
+    * NaN in, NaN out: a NaN in a query row, or in a key that the row can
+      see, makes the row's output and log-sum-exp NaN (so does a score of
+      ``+inf``); keys a row cannot see (causal mask, ``key_lengths``) do not
+      matter, whatever they hold. Gradients of such rows are NaN. (A NaN or
+      infinite value vector that a row cannot see only because of the causal
+      mask may still reach it through ``0 * NaN`` in the products; past
+      ``key_lengths`` nothing is read.)
 
     dtypes: float32 runs natively. bfloat16 and float16 inputs are converted to
     float32 at the op boundary (float32 accumulation) and the output is cast
@@ -119,7 +126,8 @@ def attention_reference(q, k, v, *, causal=False, key_lengths=None, scale=None):
     """The pure-TF reference of :func:`attention` (stock TF ops only, float32).
 
     Materialises the ``[B, Hkv, G, Tq, Tk]`` score tensor; differentiable by TF
-    autodiff, NaN-free for rows with no visible key. Exported models use it.
+    autodiff, NaN-free for rows with no visible key, NaN for rows that see a
+    NaN (the contract of :func:`attention`). Exported models use it.
 
     Args:
         q, k, v, causal, key_lengths, scale: as in :func:`attention`.
@@ -151,13 +159,14 @@ def attention_reference(q, k, v, *, causal=False, key_lengths=None, scale=None):
     if key_lengths is not None:
         live = tf.range(Tk)[None, :] < key_lengths[:, None]            # [B, Tk]
         visible = tf.logical_and(visible, live[:, None, None, None, :])
+        v = tf.where(live[:, :, None, None], v, tf.zeros_like(v))       # past the lengths: never read
     neg_inf = tf.constant(-math.inf, tf.float32)
-    s = tf.where(visible, s, neg_inf)
+    s = tf.where(visible, s, neg_inf)                                   # masked scores: -inf, even NaN ones
     m = tf.reduce_max(s, axis=-1, keepdims=True)                        # [B, Hkv, G, Tq, 1]
-    m = tf.where(tf.math.is_finite(m), m, tf.zeros_like(m))
+    m = tf.where(tf.equal(m, neg_inf), tf.zeros_like(m), m)             # (NaN or +inf stay: the row is NaN)
     e = tf.exp(s - tf.stop_gradient(m))                                 # 0 where masked
     l = tf.reduce_sum(e, axis=-1, keepdims=True)                        # [B, Hkv, G, Tq, 1]
-    has_key = l > 0
+    has_key = tf.not_equal(l, 0)                                        # (true for NaN: NaN out, NaN lse)
     p = e / tf.where(has_key, l, tf.ones_like(l))
     out = tf.einsum("bkgqs,bskd->bqkgd", p, v)                          # [B, Tq, Hkv, G, D]
     out = tf.reshape(out, [B, Tq, H, D])                                # [B, Tq, H, D]
@@ -172,6 +181,9 @@ def _reference_checks(q, k, v, key_lengths):
     B, H, D = shape_q[0], shape_q[2], shape_q[3]
     Tk, Hkv = tf.shape(k)[1], tf.shape(k)[2]
     checks = [
+        tf.debugging.assert_equal(tf.rank(q), 4, message="q must have rank 4 [B, Tq, H, D]"),
+        tf.debugging.assert_equal(tf.rank(k), 4, message="k must have rank 4 [B, Tk, Hkv, D]"),
+        tf.debugging.assert_equal(tf.rank(v), 4, message="v must have rank 4 [B, Tk, Hkv, D]"),
         tf.debugging.assert_equal(tf.shape(k), tf.shape(v), message="v must have the shape of k"),
         tf.debugging.assert_equal(tf.shape(k)[0], B, message="k batch size does not match q"),
         tf.debugging.assert_equal(tf.shape(k)[3], D, message="k head size does not match q"),

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keraslm.ops import _loader
 from keraslm.ops.attention import attention_reference
-from keraslm.validation import int32_tensor
+from keraslm.validation import assert_all, int32_tensor
 
 
 def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln_1, c_attn, c_proj, ln_2,
@@ -54,6 +54,14 @@ def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln
     Raises:
         ValueError: statically known bad dtypes, or biases given for only some layers.
         tf.errors.InvalidArgumentError: bad shapes or out-of-range index / key_lengths (at run time).
+            Inside ``jit_compile`` functions the custom op lowers to an XLA
+            custom call with the same checks (shapes when XLA compiles the
+            function, index and key_lengths when it runs; the cache results
+            are then new buffers that XLA may share with the inputs, so
+            ``in_place`` changes nothing there). The pure-TF reference cannot
+            raise inside XLA, which drops assertions: there an out-of-range
+            index writes no cache row and out-of-range key lengths are
+            clipped to the cache.
     """
     with tf.name_scope(name or "decoder_block_step"):
         weights = [ln_1, c_attn, c_proj, ln_2, mlp_c_fc, mlp_c_proj]
@@ -67,7 +75,8 @@ def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln
                 raise ValueError(f"{n} must be float32, got {t.dtype.name}")
         index = int32_tensor(index, "index")
         key_lengths = int32_tensor(key_lengths, "key_lengths")
-        if not _loader.use_custom("decoder_block_step"):
+        if not _loader.use_custom("decoder_block_step",
+                                  xla_lowering=_loader.has_xla_lowering("decoder_block_step")):
             return _reference(x, k_cache, v_cache, index, key_lengths, num_heads, weights, use_bias, epsilon,
                               in_place)
         empty = tf.zeros([0], tf.float32)
@@ -100,14 +109,18 @@ def _reference(x, k_cache, v_cache, index, key_lengths, H, weights, use_bias, ep
     q = tf.reshape(qkv[:, :C], [B, 1, H, D])
     k = tf.reshape(qkv[:, C: C + Hkv * D], [B, Hkv, D])
     v = tf.reshape(qkv[:, C + Hkv * D:], [B, Hkv, D])
-    with tf.control_dependencies([
-            tf.debugging.assert_less(index, S, message="index must be < the cache length S"),
-            tf.debugging.assert_non_negative(index, message="index must be >= 0")]):
+    xla = _loader.in_xla_context()
+    checks = [] if xla else [  # (XLA drops assertions: there the writes below skip a bad index)
+        assert_all((index >= 0) & (index < S), index, "index", "must be in [0, S)", extra=("with S =", S)),
+        assert_all((key_lengths >= 0) & (key_lengths <= S), key_lengths, "key_lengths", "must be in [0, S]",
+                   extra=("with S =", S))]
+    with tf.control_dependencies(checks):
         rows = tf.range(B) * S + index                                      # [B] rows of [B * S, Hkv, D]
+        index = tf.identity(index)
     flat = tf.stack([B * S, Hkv, D])
 
     def write(cache, new):
-        if in_place:
+        if in_place and not xla:  # (XLA's InplaceUpdate would clamp a bad index; a scatter drops it)
             return tf.reshape(tf.raw_ops.InplaceUpdate(x=tf.reshape(cache, flat), i=rows, v=new), tf.shape(cache))
         return tf.tensor_scatter_nd_update(cache, tf.stack([tf.range(B), index], 1), new)
 

@@ -8,10 +8,29 @@ from keraslm.ops import _loader
 
 
 def layer_norm_reference(x, gamma, beta=None, epsilon=1e-5):
-    """Pure-TF layer normalisation: ``(x - mean) / sqrt(var + epsilon) * gamma + beta`` over the last axis."""
+    """Pure-TF layer normalisation: ``(x - mean) / sqrt(var + epsilon) * gamma + beta`` over the last axis.
+
+    ``gamma`` and ``beta`` must be ``[C]``; they are never broadcast (sizes
+    known only at run time are checked there, or when XLA compiles the
+    function)."""
+    x = tf.convert_to_tensor(x)
+    gamma = _feature_vector(x, tf.convert_to_tensor(gamma), "gamma")
+    beta = None if beta is None else _feature_vector(x, tf.convert_to_tensor(beta), "beta")
     mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
     y = (x - mean) * tf.math.rsqrt(var + epsilon) * gamma
     return y if beta is None else y + beta
+
+
+def _feature_vector(x, t, name):
+    """``t`` as a ``[C]`` vector (C = the last axis of ``x``), checked when its shape is not statically right."""
+    if x.shape.rank is not None and x.shape[-1] is not None and t.shape == [x.shape[-1]]:
+        return t
+    C = tf.shape(x)[-1:]                                                   # [1]
+    checks = [] if _loader.in_xla_context() else [  # (inside XLA the reshape fails to compile instead)
+        tf.debugging.Assert(tf.equal(tf.rank(t), 1) & tf.equal(tf.size(t), C[0]),
+                            [f"{name} must have shape [C] (the last axis of x); C =", C[0], "got shape", tf.shape(t)])]
+    with tf.control_dependencies(checks):
+        return tf.reshape(t, C)
 
 
 def layer_norm(x, gamma, beta=None, epsilon=1e-5, name=None):

@@ -27,7 +27,12 @@ def linear(x, kernel, bias=None, name=None):
         ``[..., N]`` float32.
 
     Raises:
-        ValueError: statically known bad ranks, dtypes or sizes.
+        ValueError: statically known bad ranks, dtypes or sizes (a bias that
+            is not ``[N]`` included: it is never broadcast).
+        tf.errors.InvalidArgumentError: bad sizes found at run time (in a
+            ``tf.function`` with unknown shapes, or when XLA compiles a
+            ``jit_compile`` function: the custom op lowers to an XLA custom
+            call with the same checks).
 
     Example:
         >>> import tensorflow as tf, keraslm
@@ -44,20 +49,44 @@ def linear(x, kernel, bias=None, name=None):
             raise ValueError(f"kernel must have rank 2 [K, N], got shape {kernel.shape}")
         if x.shape.rank == 0:
             raise ValueError("x must have rank >= 1 [..., K], got a scalar")
-        K, N = kernel.shape[0], kernel.shape[1]
-        if x.shape[-1] is not None and K is not None and x.shape[-1] != K:
+        K, N = (kernel.shape[0], kernel.shape[1]) if kernel.shape.rank == 2 else (None, None)
+        if x.shape.rank is not None and x.shape[-1] is not None and K is not None and x.shape[-1] != K:
             raise ValueError(f"x has {x.shape[-1]} features but kernel has {K} rows")
-        if not _loader.use_custom("linear"):
-            y = tf.tensordot(x, kernel, 1) if x.shape.rank != 2 else tf.matmul(x, kernel)
-            return y if bias is None else y + bias
+        if bias is not None and bias.shape.rank is not None and (
+                bias.shape.rank != 1 or (N is not None and bias.shape[0] not in (None, N))):
+            raise ValueError(f"bias must have shape [{N if N is not None else 'N'}] (the columns of kernel "
+                             f"{kernel.shape}), got {bias.shape}")
         lead = tf.shape(x)[:-1]
-        x2 = tf.reshape(x, [-1, tf.shape(x)[-1]])                              # [M, K]
-        out = _loader.op_library().keraslm_linear(
-            x2, kernel, bias if bias is not None else tf.zeros([0], tf.float32), use_bias=bias is not None)
+        M = x.shape[:-1].num_elements() if x.shape.rank is not None else None
+        M = tf.reduce_prod(lead) if M is None else M                          # (explicit, not -1: K may be 0)
+        x2 = tf.reshape(x, tf.stack([M, tf.shape(x)[-1]]))                     # [M, K]
+        if _loader.use_custom("linear", xla_lowering=_loader.has_xla_lowering("linear")):
+            out = _loader.op_library().keraslm_linear(
+                x2, kernel, bias if bias is not None else tf.zeros([0], tf.float32), use_bias=bias is not None)
+        else:
+            out = _reference(x2, kernel, bias)                                 # [M, N]
         out = tf.reshape(out, tf.concat([lead, tf.shape(kernel)[1:]], 0))     # [..., N]
         if x.shape.rank is not None and N is not None:
             out = tf.ensure_shape(out, x.shape[:-1].concatenate([N]))
         return out
+
+
+def _reference(x2, kernel, bias):
+    """``x2 [M, K] @ kernel [K, N] + bias [N]`` in stock TF ops. Shapes known only at run time are checked
+    there (assertions naming the argument; inside XLA, which drops assertions, ``MatMul`` and ``BiasAdd``
+    still refuse mismatched sizes when the function is compiled, and a bias is never broadcast)."""
+    checks = []
+    if not _loader.in_xla_context():
+        K, N = tf.shape(kernel)[0], tf.shape(kernel)[-1]
+        checks.append(tf.debugging.Assert(tf.equal(tf.shape(x2)[1], K),
+                                          ["x has", tf.shape(x2)[1], "features but kernel has", K, "rows"]))
+        if bias is not None:
+            ok = tf.equal(tf.rank(bias), 1) & tf.equal(tf.size(bias), N)
+            checks.append(tf.debugging.Assert(ok, ["bias must have shape [N] (the columns of kernel), N =", N,
+                                                   "got shape", tf.shape(bias)]))
+    with tf.control_dependencies(checks):
+        y = tf.matmul(x2, kernel)                                              # [M, N]
+    return y if bias is None else tf.nn.bias_add(y, bias)
 
 
 @tf.RegisterGradient("Keraslm>Linear")

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from keraslm.ops import _loader
-from keraslm.validation import INT32_MAX, INT32_MIN, assert_all, int32_tensor
+from keraslm.validation import INT32_MAX, INT32_MIN, assert_all, in_xla_context, int32_tensor
 
 _BELOW_ONE = float(np.nextafter(np.float32(1), np.float32(0)))
 
@@ -95,6 +95,12 @@ def sample(logits, coins, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeti
         tf.errors.InvalidArgumentError: bad shapes or values found at run time:
             parameters out of range, coins outside ``[0, 1)``, NaN or ``+inf``
             logits, a row with no finite logit, previous ids out of range.
+            Inside ``jit_compile`` functions the custom op lowers to an XLA
+            custom call that runs the same checks (shapes when XLA compiles
+            the function, values when it runs). The pure-TF reference cannot
+            raise inside XLA, which drops assertions: there a row with an
+            invalid value gets id 0 and logprob NaN. Ids are always in
+            ``[0, V)``.
 
     Example:
         >>> import tensorflow as tf, keraslm
@@ -105,7 +111,7 @@ def sample(logits, coins, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repeti
     """
     with tf.name_scope(name or "sample"):
         a = _prepare(logits, coins, temperature, top_k, top_p, min_p, repetition_penalty, previous_ids, pad_id)
-        if _loader.use_custom("sample"):
+        if _loader.use_custom("sample", xla_lowering=_loader.has_xla_lowering("sample")):
             lib = _loader.op_library()
             ids, logprobs = lib.keraslm_sample(a.logits, a.coins, *a.params, a.previous_ids, pad_id=a.pad_id)
             return ids, logprobs
@@ -120,7 +126,9 @@ def sample_reference(logits, coins, temperature=1.0, top_k=0, top_p=1.0, min_p=0
     it is slower than the custom op, but it needs nothing beyond TensorFlow:
     exported SavedModels use it. Works eagerly, in ``tf.function`` (dynamic
     ``B`` and ``V``) and under XLA. Arguments, results and errors are those of
-    :func:`sample`; like the custom op it passes no gradient (differentiate
+    :func:`sample`, except inside XLA, where it cannot raise (XLA drops
+    assertions): rows with an invalid value get id 0 and logprob NaN; like
+    the custom op it passes no gradient (differentiate
     :func:`filtered_logprobs` instead).
 
     Example:
@@ -346,6 +354,18 @@ def _filter(a):
     return _Filtered(a, z, zmax, kept, e, cum, greedy, first, logp)
 
 
+def _rows_valid(a):
+    """[B] bool: the rows whose values pass every check of _validate (for XLA, which drops the assertions)."""
+    x = a.logits
+    B, V = tf.shape(x)[0], tf.shape(x)[1]
+    ok = tf.reduce_all(~tf.math.is_nan(x) & (x < np.inf), axis=1) & tf.reduce_any(x > -np.inf, axis=1)
+    named = list(zip(_PARAMS, a.params)) + ([("coins", a.coins)] if a.coins is not None else [])
+    for name, t in named:  # scalar or [B]
+        ok &= tf.broadcast_to(tf.reshape(SETTING_RULES[name][1](t), [-1]), tf.reshape(B, [1]))
+    prev = a.previous_ids
+    return ok & tf.reduce_all((prev == a.pad_id) | ((prev >= 0) & (prev < V)), axis=1)
+
+
 def _sample_reference(a):
     f = _filter(a)
     V = tf.shape(f.z)[1]
@@ -357,6 +377,14 @@ def _sample_reference(a):
     chosen = tf.minimum(chosen, last_positive)
     greedy = f.greedy[:, 0]
     ids = tf.where(greedy, f.first[:, 0], chosen)
+    # Inside XLA the checks of _validate are dropped: rows with invalid values (a NaN temperature makes
+    # every weight NaN, so no id is chosen) get the defined id 0 and logprob NaN. Ids are always in [0, V).
+    valid = _rows_valid(f.args) if in_xla_context() else None
+    if valid is not None:
+        ids = tf.where(valid, ids, tf.zeros_like(ids))
+    ids = tf.clip_by_value(ids, 0, tf.maximum(V - 1, 0))
     logp = tf.gather(f.logp, ids[:, None], batch_dims=1)[:, 0]
     logp = tf.cast(tf.where(greedy, tf.zeros_like(logp), logp), tf.float32)
+    if valid is not None:
+        logp = tf.where(valid, logp, tf.fill(tf.shape(logp), np.float32(np.nan)))
     return ids, tf.stop_gradient(logp)  # like the custom op (use filtered_logprobs for gradients)

@@ -255,3 +255,67 @@ def test_kernels_pass_under_address_and_undefined_sanitizers(tmp_path):
                              timeout=600, env=dict(env, KERASLM_ISA=isa))
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         assert "all kernel tests passed" in run.stdout
+
+
+# ---------------------------------------------------------------------------
+# NaN in, NaN out: every path agrees with the float64 oracle
+# ---------------------------------------------------------------------------
+
+def _nan_case(B, Tq, Tk, H, Hkv, D, rng):
+    """Inputs with a NaN query row, a NaN in a key that only some rows see, and NaN / inf past the key
+    lengths; returns (q, k, v, lengths, expected NaN rows [B, H, Tq], clean copies for the oracle)."""
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in [(B, Tq, H, D), (B, Tk, Hkv, D), (B, Tk, Hkv, D)])
+    lengths = np.array([Tk, Tk - 3], np.int32)
+    qc, kc, vc = q.copy(), k.copy(), v.copy()
+    q[0, 2, 1, 3] = np.nan                   # query row (b 0, i 2, h 1)
+    k[1, 3, 0, D - 1] = np.nan               # key 3 of batch 1, kv head 0: visible to rows i >= 3 - (Tk - Tq)
+    k[1, Tk - 3:] = np.nan                   # past batch 1's length: never read
+    v[1, Tk - 3:, 0] = np.inf
+    v[1, Tk - 2:, -1] = np.nan
+    G = H // Hkv
+    rows = np.zeros((B, H, Tq), bool)
+    rows[0, 1, 2] = True
+    rows[1, :G, np.arange(Tq) >= 3 - (Tk - Tq)] = True
+    return q, k, v, lengths, rows, (qc, kc, vc)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 9, 4, 2, 8), (2, 40, 40, 2, 1, 16), (2, 20, 70, 4, 1, 33)],
+                         ids=["decode", "tiled", "tiled-gqa"])
+@pytest.mark.parametrize("path", ["custom", "reference", "xla", "xla-reference", "numpy-module", "numpy-reference"])
+def test_nan_in_nan_out_on_every_path(shape, path, rng):
+    from np_reference import attention as np_attention
+
+    q, k, v, lengths, nan_rows, (qc, kc, vc) = _nan_case(*shape, rng)
+    if path.startswith("numpy"):
+        fn = _C.attention_forward if path == "numpy-module" else _C.attention_forward_reference
+        out, lse = fn(q, k, v, causal=True, key_lengths=lengths)
+    else:
+        impl = {"custom": "custom", "reference": "reference", "xla": "auto", "xla-reference": "reference"}[path]
+        f = lambda q, k, v: keraslm.ops.attention(q, k, v, causal=True, key_lengths=lengths, return_lse=True)  # noqa: E731
+        if path.startswith("xla"):
+            f = tf.function(f, jit_compile=True)
+        with keraslm.ops.implementation_scope(impl):
+            out, lse = (t.numpy() for t in f(q, k, v))
+    np.testing.assert_array_equal(np.isnan(lse), nan_rows)
+    np.testing.assert_array_equal(np.isnan(out), np.broadcast_to(nan_rows.transpose(0, 2, 1)[..., None], out.shape))
+    ref_out, ref_lse = np_attention(qc, kc, vc, causal=True, key_lengths=lengths)
+    ok = ~nan_rows
+    np.testing.assert_allclose(lse[ok], ref_lse[ok], rtol=2e-5, atol=2e-5)
+    ok_out = ok.transpose(0, 2, 1)
+    np.testing.assert_allclose(out[ok_out], ref_out[ok_out], rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("impl", ["custom", "reference"])
+def test_nan_rows_have_nan_gradients(impl, rng):
+    q, k, v, lengths, nan_rows, _ = _nan_case(2, 40, 40, 2, 1, 16, rng)
+    q, k, v = (tf.constant(t) for t in (q, k, v))
+    with keraslm.ops.implementation_scope(impl), tf.GradientTape() as tape:
+        tape.watch([q, k, v])
+        out = keraslm.ops.attention(q, k, v, causal=True, key_lengths=lengths)
+        loss = tf.reduce_sum(out)
+    dq, dk, dv = (g.numpy() for g in tape.gradient(loss, [q, k, v]))
+    assert np.isnan(dq[0, 2, 1]).all()                    # the NaN query row
+    assert np.isnan(dk[0, :3, 0]).all() and np.isnan(dv[0, :3, 0]).all()   # the keys it sees
+    assert np.isfinite(dq[0, :, 0]).all()                 # batch 0, head 0 sees no NaN
+    np.testing.assert_array_equal(dk[1, 40 - 3:], 0)      # past the key length: zero, never NaN
+    np.testing.assert_array_equal(dv[1, 40 - 3:], 0)

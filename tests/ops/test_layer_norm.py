@@ -123,3 +123,24 @@ def test_transformer_blocks_match_keras_layer_norm(rng):
     for ln in [model.ln_f] + [b.ln_1 for b in model.blocks]:
         np.testing.assert_allclose(keraslm.layers.dispatch.layer_norm(ln, x).numpy(), ln(x).numpy(),
                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("impl", IMPLS + ["xla"])
+def test_rows_whose_squares_overflow_float32(impl, rng):
+    """Deviations around 1e19 overflow float32 sums of squares (and 3e37 the row sums): the kernel redoes such
+    rows in double and matches the float64 result (it used to return rstd = 0 and y = beta)."""
+    if impl != "reference" and not keraslm.ops.custom_ops_available():
+        pytest.skip("no compiled ops")
+    x = rng.standard_normal((6, 40)).astype(np.float32)
+    x[1] *= np.float32(1e19)
+    x[2] = x[2] * np.float32(3e37)
+    x[3] = x[3] * np.float32(1e20) + np.float32(2e20)
+    gamma, beta = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+    f = lambda x: keraslm.ops.layer_norm(x, gamma, beta)  # noqa: E731
+    with keraslm.ops.implementation_scope("auto" if impl == "xla" else impl):
+        y = (tf.function(f, jit_compile=True) if impl == "xla" else f)(tf.constant(x)).numpy()
+    want = np_layer_norm(x, gamma, beta, 1e-5)
+    if impl == "reference":  # TF's float32 moments overflow too: only the compiled kernel is exact here
+        np.testing.assert_allclose(y[[0, 4, 5]], want[[0, 4, 5]], rtol=1e-5, atol=2e-5)
+        return
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=2e-5)

@@ -333,15 +333,19 @@ def test_not_differentiable():
     assert tape.gradient(loss, logits) is not None
 
 
-def test_xla_uses_the_reference():
+@pytest.mark.parametrize("impl", ["auto", "reference"])
+def test_inside_xla_matches_model(impl):
+    """auto: the op's XLA custom call (where this build has it); reference: the pure-TF sampler compiled."""
     rng = np.random.default_rng(2)
     logits, params, prev = random_case(rng, 4, 64)
     coins = rng.random(4).astype(np.float32)
     fn = tf.function(lambda x, u: keraslm.ops.sample(x, u, **params, previous_ids=prev), jit_compile=True,
                      autograph=False)
-    with keraslm.ops.implementation_scope("auto"):
+    with keraslm.ops.implementation_scope(impl):
         ids, lp = fn(logits, coins)
-    check_against_model(logits, coins, params, prev, ids.numpy(), lp.numpy(), "xla")
+        hlo = fn.experimental_get_compiler_ir(logits, coins)(stage="hlo")
+    assert ("keraslm_sample" in hlo) == (impl == "auto" and _loader.has_xla_lowering("sample"))
+    check_against_model(logits, coins, params, prev, ids.numpy(), lp.numpy(), f"xla {impl}")
 
 
 def test_saved_model_export_uses_stock_ops(tmp_path):

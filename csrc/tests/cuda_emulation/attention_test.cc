@@ -239,6 +239,80 @@ double run(const Case& c, uint64_t seed, std::string& where) {
   return check.padding_ok ? check.worst : INFINITY;
 }
 
+// NaN in, NaN out (the contract of attention.h, as in the reference): a
+// NaN in one query row, and a NaN in one key that only some rows see
+// (causal), make exactly the rows that see them NaN (out and lse), and the
+// other rows match the reference; NaN past the key lengths never leaks.
+// Returns the worst error / tolerance of the finite rows (inf on a NaN
+// pattern mismatch or a failed launch).
+double run_nan(const Case& c, uint64_t seed, std::string& where) {
+  std::mt19937_64 g(seed);
+  std::vector<int32_t> lens(size_t(c.B), int32_t(c.Tk));
+  if (c.lens) lens[size_t(c.B) - 1] = int32_t(c.Tk / 2);
+  Tensor q(c.B, c.Tq, c.H, c.D, c.dt, c.pad), out(c.B, c.Tq, c.H, c.D, c.dt, c.pad);
+  Tensor k(c.B, c.Tk, c.Hkv, c.D, c.dt, c.pad), v(c.B, c.Tk, c.Hkv, c.D, c.dt, c.pad);
+  q.fill(g, 2.f);
+  k.fill(g, 2.f, c.lens ? &lens : nullptr);
+  v.fill(g, 1.f, c.lens ? &lens : nullptr);
+  q.set(q.at(0, c.Tq / 2, 0, c.D - 1), kNaN);
+  k.set(k.at(c.B - 1, c.Tk / 3, 0, 0), kNaN);
+  const size_t rows = size_t(c.B * c.H * c.Tq);
+  std::vector<float> lse(rows, 0.f), ref_lse(rows), ref_out(size_t(c.B * c.Tq * c.H * c.D));
+
+  keraslm::AttentionParams rp;
+  rp.B = c.B, rp.Tq = c.Tq, rp.Tk = c.Tk, rp.H = c.H, rp.Hkv = c.Hkv, rp.D = c.D, rp.causal = c.causal;
+  rp.scale = 1.f / std::sqrt(float(c.D));
+  rp.key_lengths = c.lens ? lens.data() : nullptr;
+  rp.q = q.val.data(), rp.q_stride = q.s, rp.k = k.val.data(), rp.k_stride = k.s;
+  rp.v = v.val.data(), rp.v_stride = v.s;
+  rp.out = ref_out.data(), rp.out_stride = keraslm::dense_strides(c.Tq, c.H, c.D), rp.lse = ref_lse.data();
+  keraslm::attention_forward_reference(rp);
+
+  keraslm::cuda::AttentionParams p;
+  p.B = c.B, p.Tq = c.Tq, p.Tk = c.Tk, p.H = c.H, p.Hkv = c.Hkv, p.D = c.D, p.causal = c.causal, p.scale = rp.scale;
+  p.dtype = c.dt, p.key_lengths = rp.key_lengths;
+  p.q = q.dev.data, p.q_stride = q.s, p.k = k.dev.data, p.k_stride = k.s, p.v = v.dev.data, p.v_stride = v.s;
+  p.out = out.dev.data, p.out_stride = out.s, p.lse = lse.data();
+  Buffer ws(keraslm::cuda::attention_forward_workspace(p));
+  if (const char* err = keraslm::cuda::attention_forward(p, ws.data, nullptr)) return where = err, INFINITY;
+  int64_t nan_rows = 0;
+  for (size_t i = 0; i < rows; ++i) nan_rows += std::isnan(ref_lse[i]);
+  if (nan_rows == 0 || nan_rows == int64_t(rows)) return where = "the case has no NaN row, or only NaN rows", INFINITY;
+  Check check;
+  const double tol = tolerance(c.dt);
+  std::vector<float> finite_ref(ref_out);
+  int64_t k_out = 0;
+  bool pattern = true;
+  out.each([&](int64_t b, int64_t i, int64_t h, int64_t d, int64_t idx) {
+    const bool ref_nan = std::isnan(ref_lse[size_t((b * c.H + h) * c.Tq + i)]);
+    const float got = out.get(idx);
+    if (ref_nan != std::isnan(got) || ref_nan != std::isnan(ref_out[size_t(k_out)])) {
+      if (pattern) where = "out[" + std::to_string(b) + ", " + std::to_string(i) + ", " + std::to_string(h) + ", " +
+                           std::to_string(d) + "]: NaN where the reference is not, or the reverse";
+      pattern = false;
+    }
+    ++k_out;
+  });
+  if (!pattern) return INFINITY;
+  for (size_t i = 0; i < rows; ++i) {
+    if (std::isnan(ref_lse[i]) != std::isnan(lse[i])) return where = "lse[" + std::to_string(i) + "] NaN pattern", INFINITY;
+    if (!std::isnan(ref_lse[i])) check.value(lse[i], ref_lse[i], 2e-5, 1.0, "lse", int64_t(i));
+  }
+  // Finite rows against the reference (NaN rows compared as 0 = 0).
+  Tensor masked(c.B, c.Tq, c.H, c.D, c.dt, c.pad);
+  k_out = 0;
+  out.each([&](int64_t, int64_t, int64_t, int64_t, int64_t idx) {
+    const float got = out.get(idx);
+    masked.set(idx, std::isnan(got) ? 0.f : got);
+    if (std::isnan(finite_ref[size_t(k_out)])) finite_ref[size_t(k_out)] = 0.f;
+    ++k_out;
+  });
+  check.tensor(masked, finite_ref, tol, "out");
+  if (!out.untouched_padding()) return where = "out: bytes outside the tensor written", INFINITY;
+  where = check.where;
+  return check.worst;
+}
+
 Case random_case(std::mt19937_64& g) {
   static const int64_t kHeadSizes[] = {1, 33, 64, 80, 128, 256};
   Case c;
@@ -296,8 +370,30 @@ int main(int argc, char** argv) {
                 r, ok ? "" : ": ", ok ? "" : where.c_str());
     std::fflush(stdout);
   }
+  // NaN propagation on every forward path: split-key decode (one row and
+  // 1000 keys, and a GQA group), FMA prefill (float32; bfloat16 with
+  // unaligned rows), tensor cores (bfloat16 / float16), Tq > Tk.
+  const std::vector<Case> nan_cases = {
+      // dtype, B, Tq, Tk, H, Hkv, D, causal, lens, pad, bwd, dlse
+      {f32, 1, 1, 1000, 2, 2, 64, true, false, 0, false, false},
+      {f16, 2, 4, 300, 4, 2, 32, true, true, 0, false, false},
+      {f32, 2, 40, 70, 4, 2, 16, true, true, 0, false, false},
+      {bf16, 1, 40, 90, 2, 2, 128, false, true, 1, false, false},
+      {bf16, 1, 100, 100, 2, 1, 64, true, false, 0, false, false},
+      {f16, 2, 70, 40, 2, 1, 80, true, true, 0, false, false},
+  };
+  int nan_failures = 0;
+  for (size_t i = 0; i < nan_cases.size(); ++i) {
+    std::string where;
+    const double r = run_nan(nan_cases[i], seed * 7919 + i, where);
+    const bool ok = r <= 1;
+    nan_failures += !ok;
+    std::printf("%s NaN case %zu %-58s worst %.3f of tolerance%s%s\n", ok ? "ok  " : "FAIL", i,
+                describe(nan_cases[i]).c_str(), r, ok ? "" : ": ", ok ? "" : where.c_str());
+  }
   cuda_emulation::print_launch_summary();
+  std::printf("attention NaN propagation: %zu cases, %d failed\n", nan_cases.size(), nan_failures);
   std::printf("attention: %zu cases, %d failed, worst error %.3f of tolerance (%s)\n", cases.size(), failures, worst,
               worst_where.c_str());
-  return failures ? 1 : 0;
+  return failures || nan_failures ? 1 : 0;
 }
