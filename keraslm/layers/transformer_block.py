@@ -10,6 +10,10 @@ from keraslm.layers.attention import CausalSelfAttention
 from keraslm.layers.dispatch import dense, layer_norm
 from keraslm.validation import positive_int
 
+# The MLP's activation: the name -> keras.activations.gelu's ``approximate``. "gelu_tanh" is GPT-2's
+# tanh approximation (Hugging Face "gelu_new"); "gelu" the exact erf form (PyTorch's nn.GELU(), nanoGPT).
+ACTIVATIONS = {"gelu_tanh": True, "gelu": False}
+
 
 @keras.saving.register_keras_serializable(package="keraslm")
 class TransformerBlock(keras.layers.Layer):
@@ -27,17 +31,22 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon: LayerNorm epsilon.
         proj_init_std: initial std of the two residual projections (``attn.c_proj``,
             ``mlp_c_proj``); GPT-2 uses ``0.02 / sqrt(2 * num_layers)``.
+        activation: the MLP's GELU, ``"gelu_tanh"`` (GPT-2's tanh approximation) or
+            ``"gelu"`` (exact, with erf). Only ``"gelu_tanh"`` runs one-token steps
+            as the fused :func:`keraslm.ops.decoder_block_step`.
 
     Call args: as :class:`CausalSelfAttention`.
     """
 
     def __init__(self, num_heads, num_kv_heads=None, mlp_ratio=4, dropout=0.0, use_bias=True,
-                 layer_norm_epsilon=1e-5, proj_init_std=0.02, **kwargs):
+                 layer_norm_epsilon=1e-5, proj_init_std=0.02, activation="gelu_tanh", **kwargs):
         super().__init__(**kwargs)
         positive_int("mlp_ratio", mlp_ratio)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.num_heads, self.num_kv_heads, self.mlp_ratio = num_heads, num_kv_heads, mlp_ratio
         self.dropout, self.use_bias, self.layer_norm_epsilon = dropout, use_bias, layer_norm_epsilon
-        self.proj_init_std = proj_init_std
+        self.proj_init_std, self.activation = proj_init_std, activation
 
     def build(self, input_shape):
         width = input_shape[-1]
@@ -70,7 +79,9 @@ class TransformerBlock(keras.layers.Layer):
             a, cache = a
         x = x + a
         h = dense(self.c_fc, self._norm(self.ln_2, x, training))
-        h = _compiled_gelu(h) if self._compiles_elementwise(training) else keras.activations.gelu(h, approximate=True)
+        approximate = ACTIVATIONS[self.activation]
+        h = (_compiled_gelu(h, approximate) if self._compiles_elementwise(training)
+             else keras.activations.gelu(h, approximate=approximate))
         x = x + self.drop(dense(self.c_proj, h), training=training)
         return x if cache is None else (x, cache)
 
@@ -86,8 +97,9 @@ class TransformerBlock(keras.layers.Layer):
         return tf.cast(y, layer.compute_dtype)
 
     def _runs_decoder_step_op(self, x):
-        """One-token float32 steps run as one :func:`keraslm.ops.decoder_block_step` when the custom ops are in use."""
-        return (x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32
+        """One-token float32 steps run as one :func:`keraslm.ops.decoder_block_step` when the custom ops are in use
+        (the op computes the tanh GELU only)."""
+        return (self.activation == "gelu_tanh" and x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32
                 and self.compute_dtype == "float32" and ops.uses_custom_op("decoder_block_step"))
 
     def _decoder_step(self, x, cache, index, key_lengths):
@@ -110,7 +122,8 @@ class TransformerBlock(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads, "num_kv_heads": self.num_kv_heads,
                 "mlp_ratio": self.mlp_ratio, "dropout": self.dropout, "use_bias": self.use_bias,
-                "layer_norm_epsilon": self.layer_norm_epsilon, "proj_init_std": self.proj_init_std}
+                "layer_norm_epsilon": self.layer_norm_epsilon, "proj_init_std": self.proj_init_std,
+                "activation": self.activation}
 
 
 # Training steps in bfloat16 / float16 run these elementwise chains as one XLA kernel each (forward,
@@ -120,8 +133,8 @@ class TransformerBlock(keras.layers.Layer):
 # TF's own ops were faster, so they stay. Only in training, whose shapes repeat; inference keeps the
 # plain ops (no compilation per prompt length).
 @tf.function(jit_compile=True)
-def _compiled_gelu(x):
-    return keras.activations.gelu(x, approximate=True)
+def _compiled_gelu(x, approximate=True):
+    return keras.activations.gelu(x, approximate=approximate)
 
 
 @tf.function(jit_compile=True)

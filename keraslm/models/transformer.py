@@ -33,6 +33,8 @@ class TransformerLM(CausalLM):
         position_embedding: ``"learned"`` or ``"sinusoidal"``.
         tie_embeddings: share the token embedding with the LM head.
         layer_norm_epsilon: LayerNorm epsilon.
+        activation: the MLP's GELU: ``"gelu_tanh"`` (GPT-2's tanh approximation) or
+            ``"gelu"`` (exact erf GELU, as PyTorch's ``nn.GELU()`` in nanoGPT).
         tokenizer: optional tokenizer layer saved with the model.
 
     Example:
@@ -44,7 +46,7 @@ class TransformerLM(CausalLM):
 
     def __init__(self, vocab_size, max_length, num_layers, num_heads, width, num_kv_heads=None, mlp_ratio=4,
                  dropout=0.0, use_bias=True, position_embedding="learned", tie_embeddings=True,
-                 layer_norm_epsilon=1e-5, tokenizer=None, **kwargs):
+                 layer_norm_epsilon=1e-5, activation="gelu_tanh", tokenizer=None, **kwargs):
         super().__init__(tokenizer=tokenizer, **kwargs)
         self._vocab_size = positive_int("vocab_size", vocab_size)
         self._max_length = positive_int("max_length", max_length)
@@ -57,7 +59,7 @@ class TransformerLM(CausalLM):
         self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
         self.mlp_ratio, self.dropout, self.use_bias = mlp_ratio, dropout, use_bias
         self.position_embedding, self.tie_embeddings = position_embedding, tie_embeddings
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.layer_norm_epsilon, self.activation = layer_norm_epsilon, activation
         dt = self.dtype_policy
         self.wte = keras.layers.Embedding(vocab_size, width, name="wte", dtype=dt,
                                           embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02))
@@ -65,7 +67,8 @@ class TransformerLM(CausalLM):
         self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
         proj_std = 0.02 / (2 * num_layers) ** 0.5  # GPT-2's scaled init of the residual projections
         self.blocks = [TransformerBlock(num_heads, self.num_kv_heads, mlp_ratio, dropout, use_bias,
-                                        layer_norm_epsilon, proj_init_std=proj_std, name=f"h_{i}", dtype=dt)
+                                        layer_norm_epsilon, proj_init_std=proj_std, activation=activation,
+                                        name=f"h_{i}", dtype=dt)
                        for i in range(num_layers)]
         self.ln_f = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, center=use_bias, name="ln_f",
                                                     dtype=dt)
@@ -162,6 +165,6 @@ class TransformerLM(CausalLM):
             "num_heads": self.num_heads, "width": self.width, "num_kv_heads": self.num_kv_heads,
             "mlp_ratio": self.mlp_ratio, "dropout": self.dropout, "use_bias": self.use_bias,
             "position_embedding": self.position_embedding, "tie_embeddings": self.tie_embeddings,
-            "layer_norm_epsilon": self.layer_norm_epsilon, **self._base_config(),
+            "layer_norm_epsilon": self.layer_norm_epsilon, "activation": self.activation, **self._base_config(),
             "name": self.name, "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
