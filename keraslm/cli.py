@@ -1,19 +1,34 @@
-"""``keraslm`` command line: every subcommand's handler (train | evaluate | generate | export)."""
+"""``keraslm`` command line: every subcommand's handler.
+
+``keraslm train | evaluate | generate | export | export-hf | presets``. Building the parser
+imports no TensorFlow (``keraslm --help`` answers at once); TensorFlow's start-up lines are
+kept off the terminal unless ``--verbose`` is given, and every error a user can cause ends
+in one line on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
+import re
 import sys
 
 USAGE_EXAMPLES = """examples:
-  keraslm train --preset gpt-nano --data input.txt --steps 2000 --out runs/nano
-  keraslm evaluate --model runs/nano --data heldout.txt
+  keraslm train --preset gpt-nano --data tinyshakespeare --out runs/nano
   keraslm generate --model runs/nano --prompt "ROMEO:" --max-new-tokens 200
+  keraslm evaluate --model runs/nano --data heldout.txt
+  keraslm train --init path/to/gpt2 --data my_text.txt --steps 500 --out runs/ft
+  keraslm export --model runs/nano --out exports/nano
+  keraslm presets
 """
+
+MODEL_HELP = ("a keraslm run directory or .keras file, a Hugging Face or keras-hub GPT-2 directory, or a nanoGPT "
+              "ckpt.pt")
 
 
 def _bool(text):
@@ -35,50 +50,84 @@ def _json_dict(text):
     return value
 
 
-def _add_train_flags(parser):
-    from keraslm.training import TrainConfig
+def field_help(cls):
+    """``{field: the comment written beside it in the class source}`` (continuation lines joined)."""
+    helps, current = {}, None
+    for line in inspect.getsource(cls).splitlines():
+        field = re.match(r"\s{4}(\w+): [\w\[\], ]+ = .*?(?:#\s*(.*))?$", line)
+        if field:
+            current = field.group(1)
+            helps[current] = (field.group(2) or "").strip()
+        elif current and re.match(r"\s+#", line):
+            helps[current] += " " + line.split("#", 1)[1].strip()
+        else:
+            current = None
+    return helps
 
+
+def _add_train_flags(parser):
+    from keraslm.config import TrainConfig
+
+    helps = field_help(TrainConfig)
+    types = {"int": int, "float": float, "bool": _bool, "str": str, "dict": _json_dict}
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        text = helps.get(f.name, "")
         if f.name == "data":
-            parser.add_argument(flag, nargs="+", required=True, metavar="FILE", help="training text files or globs")
+            parser.add_argument(flag, nargs="+", required=True, metavar="FILE",
+                                help=f"{text} (a built-in dataset by name: tinyshakespeare)")
             continue
-        types = {"int": int, "float": float, "bool": _bool, "str": str, "dict": _json_dict}
         kind = types[f.type if isinstance(f.type, str) else f.type.__name__]
-        extra = {"nargs": "?", "const": True} if kind is _bool else {}   # --overwrite, or --overwrite false
-        parser.add_argument(flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                            help=f"(default: the preset's, else {f.default!r})", **extra)
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = json.dumps(default) if kind is _json_dict else repr(default)
+        extra = {"nargs": "?", "const": True, "metavar": "BOOL"} if kind is _bool else {"metavar": f.name.upper()}
+        parser.add_argument(flag, dest=f.name, type=kind, default=None,
+                            help=f"{text} (default: the preset's, else {shown})", **extra)
+
+
+def _add_sampling_flags(p):
+    p.add_argument("--max-new-tokens", type=int, default=100, help="tokens to generate per prompt (default: 100)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest tokens (default: 0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p x the top one (default: 0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="(default: 1.0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same text")
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop a sample when it produces TEXT (repeat for several)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1 = off)")
+    p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
 
 
 def build_parser():
+    from keraslm import __version__
+
     parser = argparse.ArgumentParser(prog="keraslm", description="Keras language models: train, evaluate, "
                                      "generate, export.", epilog=USAGE_EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"keraslm {__version__}")
+    parser.add_argument("--verbose", dest="tf_logs", action="store_true",
+                        help="show TensorFlow's own log lines on stderr (before the command: keraslm --verbose train ...)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a model from a preset on text files")
+    p = sub.add_parser("train", help="train a model from a preset (or fine-tune one with --init) on text files")
     _add_train_flags(p)
 
     p = sub.add_parser("evaluate", help="loss / perplexity / bits per token on held-out text")
-    p.add_argument("--model", required=True, help="run directory or .keras file")
-    p.add_argument("--data", nargs="+", required=True, metavar="FILE")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="text files, globs or a built-in dataset")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default: 16)")
+    p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's context)")
 
-    p = sub.add_parser("generate", help="sample text from a trained model")
-    p.add_argument("--model", default=None,
-                   help="run directory or .keras file (default: the shipped shakespeare-nano model)")
-    p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for a batch)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--min-p", type=float, default=0.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p = sub.add_parser("generate", help="sample text from a model")
+    p.add_argument("--model", default=None, help=MODEL_HELP + " (default: the shipped shakespeare-nano model)")
+    p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for several)")
+    p.add_argument("--prompt-file", action="append", default=None, metavar="FILE",
+                   help="a file whose whole text is one prompt (repeat for several)")
+    _add_sampling_flags(p)
 
     p = sub.add_parser("export", help="write a SavedModel for TF Serving (text in, text out)")
-    p.add_argument("--model", required=True, help="run directory or .keras file")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, metavar="EXPORT_BASE",
                    help="the model's base directory (TF Serving's model_base_path); writes EXPORT_BASE/<version>")
     p.add_argument("--version", type=int, default=None, help="version number (default: 1 + the highest existing)")
@@ -86,13 +135,20 @@ def build_parser():
                    help="keep keraslm's custom ops (only for a model server built with them)")
     p.add_argument("--max-new-tokens-limit", type=int, default=None,
                    help="largest max_new_tokens a request may ask for (default: 1024)")
+
+    p = sub.add_parser("export-hf", help="write a GPT-2 model in the Hugging Face layout (safetensors + tokenizer)")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("out", help="the new directory (must not exist, or be empty)")
+
+    sub.add_parser("presets", help="list the presets: what they are for and their sizes")
     return parser
 
 
 def _train(args):
-    from keraslm.training import TrainConfig, train
+    from keraslm.config import TrainConfig
+    from keraslm.training import train
 
-    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "tf_logs") and v is not None}
     cfg = TrainConfig.from_preset(overrides.pop("preset", "gpt-nano"), **overrides)
     result = train(cfg)
     result.pop("model")
@@ -106,24 +162,47 @@ def _evaluate(args):
                      indent=1))
 
 
-def _generate(args):
-    """Streams each prompt's continuation to stdout."""
-    from keraslm.checkpoint import default_model_path, load_model
-    from keraslm.generation import stream
+def _prompts(args):
+    prompts = list(args.prompt or [])
+    for path in args.prompt_file or []:
+        try:
+            with open(path, encoding="utf-8") as f:
+                prompts.append(f.read())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the prompt file {path}: {e}") from None
+    return prompts or [""]
 
+
+def _generate(args):
+    """Writes each prompt followed by its continuation (streamed as it is generated, for one sample)."""
+    from keraslm.checkpoint import default_model_path, load_model
+    from keraslm.validation import positive_int
+
+    positive_int("num_samples", args.num_samples)
     model = load_model(default_model_path() if args.model is None else args.model)
-    prompts = args.prompt or [""]
-    for i, prompt in enumerate(prompts):
-        if i:
-            sys.stdout.write("\n" + "-" * 40 + "\n")
-        sys.stdout.write(prompt)
-        sys.stdout.flush()
-        for piece in stream(model, prompt, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                            top_p=args.top_p, min_p=args.min_p, repetition_penalty=args.repetition_penalty,
-                            seed=args.seed):
-            sys.stdout.write(piece)
+    settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                    repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop)
+    first = True
+    for prompt in _prompts(args):
+        if args.num_samples == 1 and args.num_beams == 1:
+            if not first:
+                sys.stdout.write("\n" + "-" * 40 + "\n")
+            first = False
+            sys.stdout.write(prompt)
             sys.stdout.flush()
-        sys.stdout.write("\n")
+            for piece in model.stream(prompt, args.max_new_tokens, **settings):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            continue
+        texts = model.generate([prompt] * args.num_samples, args.max_new_tokens, num_beams=args.num_beams,
+                               **settings)
+        for text in texts:
+            if not first:
+                sys.stdout.write("\n" + "-" * 40 + "\n")
+            first = False
+            sys.stdout.write(prompt + text + "\n")
+        sys.stdout.flush()
 
 
 def _export(args):
@@ -132,6 +211,72 @@ def _export(args):
 
     print(export(load_model(args.model), args.out, args.version, custom_ops=args.custom_ops,
                  max_new_tokens_limit=args.max_new_tokens_limit))
+
+
+def _export_hf(args):
+    from keraslm.checkpoint import load_model
+    from keraslm.convert import save_hf_gpt2
+
+    print(save_hf_gpt2(load_model(args.model), args.out))
+
+
+def _presets(args):
+    from keraslm.presets import PRESETS, approximate_parameters
+
+    for name in sorted(PRESETS):
+        preset = PRESETS[name]
+        size, vocab = approximate_parameters(name)
+        train = preset["train"]
+        print(f"{name:17} {size / 1e6:7.2f}M parameters ({vocab}-token {preset['tokenizer']} vocabulary)  "
+              f"{preset['about']}")
+        print(f"{'':17} model {json.dumps(preset['model'])}")
+        print(f"{'':17} trains with batch {train.get('batch_size')} x {train.get('block_size')} tokens, "
+              f"{train.get('optimizer')} at learning rate {train.get('learning_rate')}")
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Keeps what native code (TensorFlow's C++ start-up lines, CUDA probing) writes to file descriptor 2
+    off the terminal, while Python's own ``sys.stderr`` (our errors and log lines) still reaches it."""
+    try:
+        sys.stderr.flush()
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):   # Python's stderr is captured (a test runner): leave it
+        python_on_fd2 = False
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    if not python_on_fd2:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        return
+    python_stderr = sys.stderr
+    sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(python_stderr, "encoding", None),
+                           errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is python_stderr]
+    for h in handlers:
+        h.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        for h in handlers:
+            h.setStream(python_stderr)
+        quiet, sys.stderr = sys.stderr, python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+        quiet.close()
 
 
 def _one_line(error):
@@ -144,26 +289,38 @@ def _one_line(error):
     return text or type(error).__name__
 
 
+HANDLERS = {"train": _train, "evaluate": _evaluate, "generate": _generate, "export": _export,
+            "export-hf": _export_hf, "presets": _presets}
+
+
 def main(argv=None):
     """Entry point of the ``keraslm`` command; returns the process exit code."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    if not args.tf_logs:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        os.environ.setdefault("AUTOGRAPH_VERBOSITY", "0")
+        for name in ("tensorflow", "absl", "h5py"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     logging.basicConfig(level=logging.INFO, format="keraslm: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handlers = {"train": _train, "evaluate": _evaluate, "generate": _generate, "export": _export}
-    try:
-        handlers[args.command](args)
-    except (ValueError, OSError, RuntimeError) as e:
-        print(f"keraslm {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except Exception as e:  # noqa: BLE001 - TensorFlow's run-time errors (e.g. a failed check in a graph)
-        tf = sys.modules.get("tensorflow")
-        if tf is None or not isinstance(e, tf.errors.OpError):
-            raise
-        print(f"keraslm {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    with (contextlib.nullcontext() if args.tf_logs else quiet_native_stderr()):
+        try:
+            if not args.tf_logs and args.command != "presets":
+                import tensorflow as tf
+
+                tf.autograph.set_verbosity(0)
+                tf.get_logger().setLevel(logging.ERROR)
+            HANDLERS[args.command](args)
+        except (ValueError, OSError, RuntimeError) as e:
+            print(f"keraslm {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except Exception as e:  # noqa: BLE001 - TensorFlow's run-time errors (e.g. a failed check in a graph)
+            tf = sys.modules.get("tensorflow")
+            if tf is None or not isinstance(e, tf.errors.OpError):
+                raise
+            print(f"keraslm {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
     return 0
 
 

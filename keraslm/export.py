@@ -341,7 +341,6 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
     """
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("export needs a model with a tokenizer (the SavedModel takes and returns text)")
-    context = model.max_length
     limit = DEFAULT_LIMIT if max_new_tokens_limit is None else max_new_tokens_limit
     if not is_integer(limit) or not 0 <= limit <= INT32_MAX:
         raise ValueError(f"max_new_tokens_limit must be an integer in [0, {INT32_MAX}], got {limit!r}")

@@ -1,6 +1,7 @@
 """Argument rules that every part of keraslm shares, each written once.
 
-This module imports nothing from keraslm, so any module may use it. Messages
+This module imports nothing from keraslm, so any module may use it, and TensorFlow only when an
+in-graph check is built (the plain checks serve TF-free code such as the CLI's flags). Messages
 have one style: the argument's name, the rule, and the bad value, e.g.
 ``"steps must be a positive integer, got 0"``.
 
@@ -17,8 +18,6 @@ from __future__ import annotations
 
 import math
 import numbers
-
-import tensorflow as tf
 
 
 def is_integer(value) -> bool:
@@ -95,6 +94,8 @@ def assert_all(ok, values, name, rule, width=None, extra=()):
     Returns:
         The ``tf.debugging.Assert`` op (use it as a control dependency).
     """
+    import tensorflow as tf
+
     ok_flat = tf.concat([tf.reshape(ok, [-1]), [False]], 0)
     first = tf.argmin(tf.cast(ok_flat, tf.int32), output_type=tf.int32)
     value = tf.gather(tf.concat([tf.reshape(values, [-1]), tf.zeros([1], values.dtype)], 0), first)
@@ -125,6 +126,8 @@ def int32_tensor(value, name):
     ``2**32 + 1`` fails (InvalidArgumentError naming ``name``) instead of
     becoming 1.
     """
+    import tensorflow as tf
+
     t = tf.convert_to_tensor(value)
     if not t.dtype.is_integer or t.dtype.is_bool:
         raise ValueError(f"{name} must be integers, got dtype {t.dtype.name}")

@@ -9,7 +9,7 @@ PACKAGE_DIR = os.path.dirname(keraslm.__file__)
 
 # Floors, lowest first: a module may import modules on its own floor or below, never above.
 FLOORS = [
-    ["keraslm.validation", "keraslm.atomic"],                       # plain rules and file writes
+    ["keraslm.validation", "keraslm.atomic", "keraslm.presets", "keraslm.config"],  # plain data, rules, files
     ["keraslm.ops"],                                                # the kernels' Python face
     ["keraslm.data", "keraslm.metrics", "keraslm.optimizers"],
     ["keraslm.layers", "keraslm.generation"],                       # generation knows only the model contract

@@ -20,7 +20,7 @@ from convert_helpers import (
     write_bpe_files,
 )
 
-from keraslm.convert import detect_format, hf_gpt2, load_hf_gpt2, load_pretrained, save_hf_gpt2
+from keraslm.convert import detect_format, load_hf_gpt2, load_pretrained, save_hf_gpt2
 from keraslm.data import BytePairTokenizer, CharTokenizer
 from keraslm.models import TransformerLM
 
