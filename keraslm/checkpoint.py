@@ -11,6 +11,10 @@ import os
 import keras
 import numpy as np
 
+import keraslm.data  # noqa: F401 - registers the tokenizers, so .keras files holding them load
+import keraslm.metrics  # noqa: F401 - registers the loss and metrics of compiled models
+import keraslm.models  # noqa: F401 - registers the models
+import keraslm.optimizers  # noqa: F401 - registers the optimizer and schedule
 from keraslm.atomic import atomic_write, atomic_write_json, remove_stale_temporaries
 
 log = logging.getLogger("keraslm")
@@ -79,7 +83,25 @@ def save_checkpoint(model, directory, state):
         os.replace(last, prev)
         os.replace(last_state, prev_state)
     atomic_save_model(model, last)
-    atomic_write_json(last_state, {**state, "sha256": _sha256(last)})
+    atomic_write_json(last_state, {**state, "sha256": _sha256(last), "seed_generators": _seed_states(model)})
+
+
+# Keras saves a model's weights but not the states of its random seed generators (dropout's): the
+# checkpoint's state file holds them, in the model's variable order (their names carry a process-wide
+# counter), so a resumed run draws the same dropout masks as one that never stopped.
+def _seed_generators(model):
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _seed_states(model):
+    return [v.numpy().tolist() for v in _seed_generators(model)]
+
+
+def _restore_seed_states(model, states):
+    generators = _seed_generators(model)
+    if len(states) == len(generators):
+        for v, value in zip(generators, states):
+            v.assign(np.asarray(value, v.dtype))
 
 
 class CheckpointError(ValueError):
@@ -139,6 +161,7 @@ def load_checkpoint(directory):
             continue
         if problems:
             log.warning("%s; resuming from the previous checkpoint %s", "; ".join(problems), path)
+        _restore_seed_states(model, state.get("seed_generators", []))
         return model, state
     if problems:
         raise CheckpointError(f"cannot resume from {directory}: {'; '.join(problems)}. Delete the directory or "
@@ -146,8 +169,23 @@ def load_checkpoint(directory):
     return None
 
 
-def load_model(path):
-    """Loads a trained model from a ``.keras`` file or a run directory."""
+def load_model(path, **options):
+    """Loads a model from any path keraslm knows, telling the format from what is there.
+
+    Args:
+        path: a keraslm run directory or ``.keras`` file, a Hugging Face GPT-2
+            directory, a keras-hub GPT-2 preset directory, or a nanoGPT ``ckpt.pt``
+            (see :mod:`keraslm.convert`).
+        **options: for the foreign formats, the converter's options (e.g. ``tokenizer=``).
+
+    Raises:
+        FileNotFoundError / ValueError: in one line, naming the missing or unreadable file.
+    """
+    from keraslm import convert
+
+    path = os.fspath(path)
+    if os.path.exists(path) and convert.detect_format(path) not in ("keras", "run"):
+        return convert.load_pretrained(path, **options)
     if os.path.isdir(path):
         candidates = [os.path.join(path, "model.keras"), os.path.join(path, "checkpoints", "last.keras")]
         found = [c for c in candidates if os.path.exists(c)]

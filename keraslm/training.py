@@ -12,6 +12,7 @@ CLI::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -19,111 +20,34 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 import keras
 import tensorflow as tf
 
 from keraslm import ops
 from keraslm.atomic import atomic_write_json, json_safe, remove_stale_temporaries
-from keraslm.checkpoint import Checkpointer, atomic_save_model, has_checkpoint_files, load_checkpoint
+from keraslm.checkpoint import (
+    Checkpointer,
+    atomic_save_model,
+    has_checkpoint_files,
+    load_checkpoint,
+    load_model,
+)
+from keraslm.config import TrainConfig
 from keraslm.evaluation import check_vocabulary
 from keraslm.metrics import BitsPerToken, Perplexity, TokenCrossEntropy
 from keraslm.models.presets import from_preset, get_preset
 from keraslm.optimizers import WarmupCosine, make_optimizer
-from keraslm.precision import float32_copy, make_strategy, resolve_matmul_precision, use_mixed_precision, use_xla
-from keraslm.validation import non_negative_int, number, positive_int
+from keraslm.precision import (
+    float32_copy,
+    make_strategy,
+    resolve_matmul_precision,
+    use_mixed_precision,
+    use_xla,
+)
 
 log = logging.getLogger("keraslm")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Training settings. Preset values override these defaults; explicit values override presets."""
-
-    preset: str = "gpt-nano"            # model preset (keraslm.models.preset_names())
-    data: list = dataclasses.field(default_factory=list)  # training text files or globs
-    out: str = "runs/keraslm"           # run directory: checkpoints/, logs/, model.keras, metrics.json
-    steps: int = 2000                   # optimizer steps in total
-    batch_size: int = 12                # windows per step (global batch under a distribution strategy)
-    block_size: int = 64                # tokens per window
-    tokenizer: str = ""                 # "char" | "word" | "subword" ("" = the preset's)
-    vocab_size: int = 0                 # word/subword vocabulary size (0 = the preset's default)
-    optimizer: str = "adamw"            # "adamw" | "adam" | "sgd"
-    learning_rate: float = 1e-3         # peak learning rate
-    min_learning_rate: float = 1e-4     # cosine floor
-    warmup_steps: int = 100             # linear warmup
-    decay_steps: int = 0                # end of the cosine (0 = steps)
-    weight_decay: float = 0.1           # AdamW decoupled decay (not on norms, biases, embeddings)
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0              # global-norm clipping (0 = off)
-    ema_momentum: float = 0.0           # exponential moving average of the weights (Keras use_ema; 0 = off): the
-                                        # final model (saved, evaluated, returned) holds the average
-    dropout: float = -1.0               # model dropout (-1 = the preset's)
-    model_args: dict = dataclasses.field(default_factory=dict)  # preset constructor overrides (CLI: JSON)
-    validation_fraction: float = 0.1    # last fraction of the corpus held out
-    windows: str = "random"             # "random": random offsets each step (nanoGPT; corpus held in memory,
-                                        # falls back to "sequential" past 2^28 tokens); "sequential": streamed
-                                        # windows at fixed offsets, shuffled, each token once per epoch
-    eval_steps: int = 20                # validation batches per periodic evaluation (0 = the whole split);
-                                        # metrics.json's val_loss always covers the whole split
-    checkpoint_every: int = 250         # steps between checkpoints and validation runs
-    seed: int = 1337
-    mixed_precision: str = "off"        # "on": mixed_bfloat16 (bfloat16 compute, float32 weights); "auto": on
-                                        # where bfloat16 matmuls have hardware support (AMX-BF16 CPUs, GPUs of
-                                        # compute capability >= 8); "off"; the saved model.keras computes in float32
-    matmul_precision: str = "float32"   # dense-layer products in training: "float32"; "bfloat16" (inputs rounded
-                                        # to bfloat16, float32 sums and weights: keraslm.ops.set_matmul_precision);
-                                        # "auto": bfloat16 where AMX runs it. Evaluation and the saved model: float32
-    strategy: str = "default"           # "default" | "mirrored" | "multi_worker" (TF_CONFIG), or a Strategy
-    deterministic: bool = False         # enable TF op determinism (bit-reproducible runs)
-    jit_compile: str = "auto"           # "auto" | "on" | "off": XLA for the train step
-    steps_per_execution: int = 0        # train steps per compiled call (0 = auto: 10 with XLA, else 1)
-    ops: str = "auto"                   # keraslm.ops switch: "auto" | "custom" | "reference"
-    resume: bool = True                 # continue from <out>/checkpoints when present (the settings must match
-                                        # the run's config.json; steps may grow)
-    overwrite: bool = False             # start over: delete <out>'s checkpoints, logs, model and records first
-    verbose: int = 1                    # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
-
-    @classmethod
-    def from_preset(cls, preset="gpt-nano", **overrides):
-        """The preset's recommended settings with ``overrides`` on top."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        values = {"preset": preset, **get_preset(preset)["train"], **overrides}
-        return cls(**values)
-
-    def validate(self):
-        """Raises ValueError naming the first setting that is out of range (before any work is done)."""
-        if not self.data:
-            raise ValueError("no training data: pass data=[file, ...]")
-        for name in ("steps", "batch_size", "block_size", "checkpoint_every"):
-            positive_int(name, getattr(self, name))
-        for name in ("vocab_size", "warmup_steps", "decay_steps", "eval_steps", "steps_per_execution", "seed"):
-            non_negative_int(name, getattr(self, name))
-        number("learning_rate", self.learning_rate, low=0, low_open=True)
-        for name in ("min_learning_rate", "weight_decay", "grad_clip"):
-            number(name, getattr(self, name), low=0)
-        for name in ("beta1", "beta2", "ema_momentum", "validation_fraction"):
-            number(name, getattr(self, name), low=0, high=1, high_open=True)
-        if self.dropout != -1:
-            number("dropout", self.dropout, low=0, high=1, high_open=True)
-        if not isinstance(self.model_args, dict):
-            raise ValueError(f"model_args must be a dict of constructor arguments, got {self.model_args!r}")
-        for name in ("deterministic", "resume", "overwrite"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.windows not in ("random", "sequential"):
-            raise ValueError(f"windows must be 'random' or 'sequential', got {self.windows!r}")
-        get_preset(self.preset)
-        return self
-
-    def record(self):
-        """The settings as written to ``config.json`` (a strategy object by its class name)."""
-        strategy = self.strategy if isinstance(self.strategy, str) else type(self.strategy).__name__
-        return {**dataclasses.asdict(self), "strategy": strategy}
 
 
 # Settings that may differ when a run resumes: they do not change what was trained so far (out is
@@ -184,6 +108,8 @@ def _build_model_and_tokenizer(cfg, model, tokenizer):
     from keraslm.data import fit_tokenizer
 
     preset = get_preset(cfg.preset)
+    if cfg.init and model is None:
+        model = _pretrained(cfg)
     if model is not None:
         tokenizer = tokenizer or model.tokenizer
         if tokenizer is None:
@@ -199,6 +125,8 @@ def _build_model_and_tokenizer(cfg, model, tokenizer):
             kwargs["max_tokens"] = cfg.vocab_size
         elif cfg.vocab_size and kind == "subword":
             kwargs["target_vocab_size"] = cfg.vocab_size
+        elif cfg.vocab_size and kind == "bpe":
+            kwargs["vocab_size"] = cfg.vocab_size
         tokenizer = fit_tokenizer(kind, cfg.data, validation_fraction=cfg.validation_fraction, **kwargs)
     overrides = {}
     if cfg.dropout >= 0:
@@ -208,6 +136,22 @@ def _build_model_and_tokenizer(cfg, model, tokenizer):
     overrides.update(cfg.model_args)
     model = from_preset(cfg.preset, vocab_size=tokenizer.vocab_size, tokenizer=tokenizer, **overrides)
     return model, tokenizer
+
+
+def _pretrained(cfg):
+    """The model of ``cfg.init``, float32, with the run's dropout when one is set."""
+    model = load_model(cfg.init)
+    config = model.get_config()
+    config["dtype"] = keras.mixed_precision.dtype_policy().name  # the run's policy (mixed_bfloat16 or float32)
+    if cfg.dropout >= 0 and "dropout" in config:
+        config["dropout"] = cfg.dropout
+    fresh = type(model).from_config(config)
+    fresh.build_for_inference()
+    fresh.set_weights(model.get_weights())
+    if model.max_length is not None and cfg.block_size > model.max_length:
+        raise ValueError(f"block_size={cfg.block_size} is longer than the context of {cfg.init} "
+                         f"({model.max_length} tokens)")
+    return fresh
 
 
 def _datasets(cfg, tokenizer):
@@ -276,18 +220,37 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
     cfg = config
     cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    ops.set_implementation(cfg.ops)
     resolve_matmul_precision(cfg.matmul_precision)  # bad values fail before any work
     bf16 = use_mixed_precision(cfg.mixed_precision)
-    previous_policy = keras.mixed_precision.dtype_policy()
-    # The policy applies to the models built (or resumed) for this run only.
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if bf16 else previous_policy)
-    try:
+    # The run's settings apply to the run only: the ops switch, op determinism and the dtype policy (for
+    # the models built or resumed here) are restored afterwards.
+    with ops.implementation_scope(cfg.ops), _op_determinism(cfg.deterministic), \
+            _dtype_policy("mixed_bfloat16" if bf16 else None):
         return _run(cfg, model, tokenizer, callbacks, bf16)
+
+
+@contextlib.contextmanager
+def _op_determinism(enabled):
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    if enabled and not before:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        yield
     finally:
-        keras.mixed_precision.set_dtype_policy(previous_policy)
+        if enabled and not before:
+            tf_config.disable_op_determinism()
+
+
+@contextlib.contextmanager
+def _dtype_policy(name):
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name or previous)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 class TrainingDiverged(RuntimeError):
@@ -426,7 +389,9 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
         h = {k: v[-1] for k, v in history.history.items()}
         metrics.update(train_loss=h.get("loss"), train_perplexity=h.get("perplexity"))
     if full_val is not None:
-        ev = model.evaluate(full_val, verbose=0, return_dict=True)
+        with warnings.catch_warnings():  # the split ends inside a multi-step call: expected, not a problem
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            ev = model.evaluate(full_val, verbose=0, return_dict=True)
         metrics.update(val_loss=ev["loss"], val_perplexity=ev["perplexity"],
                        val_bits_per_token=ev["bits_per_token"])
     if bf16:

@@ -175,3 +175,13 @@ def test_cli_reports_divergence_and_bad_settings_in_one_line(corpus, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == ("keraslm train: error: learning_rate must be a finite number > 0, "
                                                  "got nan")
     assert "Traceback" not in r.stderr
+
+
+def test_resume_with_dropout_is_bit_identical(corpus, tmp_path):
+    """Keras saves no seed-generator state; the checkpoint does, so dropout masks continue where they were."""
+    settings = dict(dropout=0.3, deterministic=True, decay_steps=6)
+    straight = _train(corpus, tmp_path / "straight", steps=6, **settings)["model"]
+    _train(corpus, tmp_path / "split", steps=4, **settings)
+    resumed = _train(corpus, tmp_path / "split", steps=6, **settings)["model"]
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
