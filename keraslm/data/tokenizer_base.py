@@ -147,6 +147,7 @@ class Tokenizer(keras.layers.Layer):
                 count = {1: "", 2: " two"}.get(len(reserved), f" {len(reserved)}")
                 raise ValueError(f"{names} must be the first{count} tokens, got {tokens[:len(reserved) + 2]!r}...")
             tokens = reserved + tokens
+        tokens += [t for t in self._required_tokens() if t not in tokens]
         if len(tokens) <= len(reserved):
             raise ValueError(f"expected a vocabulary with at least one token besides {reserved}, "
                              f"got {list(vocabulary)!r}")
@@ -173,6 +174,43 @@ class Tokenizer(keras.layers.Layer):
         if not tokens:
             raise ValueError(f"{type(self).__name__}.adapt found no tokens in the data")
         self.set_vocabulary(list(self.reserved_tokens) + list(tokens))
+        self.adapted_oov_rate = self._adapted_oov_rate()
+
+    def oov_rate(self, data, batch_size=_ADAPT_BATCH):
+        """The out-of-vocabulary rate of ``data``: the share of its tokens that are ``unk_id``.
+
+        Args:
+            data: what ``adapt`` accepts (strings, a dataset of strings, files).
+            batch_size: strings per tensor when ``data`` is a Python iterable.
+
+        Returns:
+            A float in [0, 1] (0.0 for a tokenizer without an unknown token, or no tokens).
+
+        Example:
+            >>> from keraslm.data import WordTokenizer
+            >>> tok = WordTokenizer(vocabulary=["the", "cat"])
+            >>> tok.oov_rate(["the cat <unk> zebra"])
+            0.5
+        """
+        unknown, total = self.count_unknown(text_batches(data, batch_size))
+        return unknown / max(total, 1)
+
+    def count_unknown(self, batches):
+        """``(unknown tokens, tokens)`` over an iterable of ``[n]`` string tensors."""
+        unknown = total = 0
+        for batch in batches:
+            ids = self.tokenize(batch).flat_values
+            total += int(tf.size(ids))
+            if self.unk_id is not None:
+                unknown += int(tf.reduce_sum(tf.cast(tf.equal(ids, self.unk_id), tf.int64)))
+        return unknown, total
+
+    adapted_oov_rate = None  # the out-of-vocabulary rate of the corpus ``adapt`` learned from (None before)
+
+    @property
+    def keeps_line_ends(self):
+        """Whether line ends are tokens (or inside tokens), so a model sees where lines end."""
+        return True
 
     @property
     def vocabulary(self):
@@ -291,6 +329,14 @@ class Tokenizer(keras.layers.Layer):
 
     def _check_token(self, token):
         """Raises ``ValueError`` for a token this tokenizer cannot hold."""
+
+    def _required_tokens(self):
+        """Tokens every vocabulary holds (appended to a given vocabulary when missing)."""
+        return []
+
+    def _adapted_oov_rate(self):
+        """The out-of-vocabulary rate of the corpus just adapted on (default: every token was learned)."""
+        return 0.0
 
     def _learn_vocabulary(self, batches):
         """Learned tokens (without the reserved ones) from an iterator of ``[n]`` string tensors."""

@@ -32,7 +32,7 @@ def test_round_trip_merges_pieces_and_spaces_words(tok):
     text = [f"The {STEMS[0]}ing, THE {STEMS[1]}s!", STEMS[2]]
     ids = tok.tokenize(text)
     assert ids.dtype == tf.int32 and ids.shape.rank == 2
-    assert tok.detokenize(ids).numpy().tolist() == [f"the {STEMS[0]}ing , the {STEMS[1]}s !".encode(),
+    assert tok.detokenize(ids).numpy().tolist() == [f"the {STEMS[0]}ing, the {STEMS[1]}s!".encode(),
                                                     STEMS[2].encode()]
     # a word never seen whole is spelled with several pieces
     unseen = STEMS[3] + STEMS[4] + "ing"
