@@ -15,6 +15,7 @@ import keraslm.data  # noqa: F401 - registers the tokenizers, so .keras files ho
 import keraslm.metrics  # noqa: F401 - registers the loss and metrics of compiled models
 import keraslm.models  # noqa: F401 - registers the models
 import keraslm.optimizers  # noqa: F401 - registers the optimizer and schedule
+import keraslm.schedules  # noqa: F401 - registers the epoch-decay schedule
 from keraslm.atomic import atomic_write, atomic_write_json, remove_stale_temporaries
 
 log = logging.getLogger("keraslm")
@@ -83,7 +84,12 @@ def save_checkpoint(model, directory, state):
         os.replace(last, prev)
         os.replace(last_state, prev_state)
     atomic_save_model(model, last)
-    atomic_write_json(last_state, {**state, "sha256": _sha256(last), "seed_generators": _seed_states(model)})
+    # A stateful run's carried recurrent state is not a model weight: the state file holds it (exactly), so a
+    # resumed run continues from the very state an uninterrupted one would have (keraslm.models.carry).
+    carry = getattr(model, "carried_state", None)
+    carried = {} if carry is None else {"carried_state": carry.to_json()}
+    atomic_write_json(last_state, {**state, "sha256": _sha256(last), "seed_generators": _seed_states(model),
+                                   **carried})
 
 
 # Keras saves a model's weights but not the states of its random seed generators (dropout's): the

@@ -1,6 +1,6 @@
 """``keraslm`` command line: every subcommand's handler.
 
-``keraslm train | evaluate | generate | export | export-hf | presets``. Building the parser
+``keraslm train | evaluate | generate | export | export-hf | presets | plot``. Building the parser
 imports no TensorFlow (``keraslm --help`` answers at once); TensorFlow's start-up lines are
 kept off the terminal unless ``--verbose`` is given, and every error a user can cause ends
 in one line on stderr and exit status 2.
@@ -25,6 +25,7 @@ USAGE_EXAMPLES = """examples:
   keraslm train --init path/to/gpt2 --data my_text.txt --steps 500 --out runs/ft
   keraslm export --model runs/nano --out exports/nano
   keraslm presets
+  keraslm plot runs/nano runs/ft --out curves.png
 """
 
 MODEL_HELP = ("a keraslm run directory or .keras file, a Hugging Face or keras-hub GPT-2 directory, or a nanoGPT "
@@ -77,6 +78,9 @@ def _add_train_flags(parser):
             parser.add_argument(flag, nargs="+", required=True, metavar="FILE",
                                 help=f"{text} (a built-in dataset by name: tinyshakespeare)")
             continue
+        if f.type in ("list", list):
+            parser.add_argument(flag, dest=f.name, nargs="+", default=None, metavar="FILE", help=text)
+            continue
         kind = types[f.type if isinstance(f.type, str) else f.type.__name__]
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         shown = json.dumps(default) if kind is _json_dict else repr(default)
@@ -126,7 +130,8 @@ def build_parser():
                    help="a file whose whole text is one prompt (repeat for several)")
     _add_sampling_flags(p)
 
-    p = sub.add_parser("export", help="write a SavedModel for TF Serving (text in, text out)")
+    p = sub.add_parser("export", help="write a SavedModel for TF Serving (a language model: text in, text out; "
+                       "a SequenceClassifier: text in, class probabilities out)")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, metavar="EXPORT_BASE",
                    help="the model's base directory (TF Serving's model_base_path); writes EXPORT_BASE/<version>")
@@ -135,12 +140,18 @@ def build_parser():
                    help="keep keraslm's custom ops (only for a model server built with them)")
     p.add_argument("--max-new-tokens-limit", type=int, default=None,
                    help="largest max_new_tokens a request may ask for (default: 1024)")
+    p.add_argument("--labels", nargs="+", default=None, metavar="NAME",
+                   help="a classifier's class names in class-id order: the export also returns the label")
 
     p = sub.add_parser("export-hf", help="write a GPT-2 model in the Hugging Face layout (safetensors + tokenizer)")
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("out", help="the new directory (must not exist, or be empty)")
 
     sub.add_parser("presets", help="list the presets: what they are for and their sizes")
+
+    p = sub.add_parser("plot", help="draw runs' training and validation loss (and learning rate) into a PNG")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or their logs/training.csv files)")
+    p.add_argument("--out", default="loss.png", metavar="FILE", help="the PNG to write (default: loss.png)")
     return parser
 
 
@@ -183,8 +194,11 @@ def _generate(args):
     settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop)
     first = True
+    # Text streams to a terminal as it comes; otherwise (several samples, beams, or stdout redirected) the
+    # progress goes to stderr while it is a terminal.
+    progress = _Progress(args.max_new_tokens) if sys.stderr.isatty() else None
     for prompt in _prompts(args):
-        if args.num_samples == 1 and args.num_beams == 1:
+        if args.num_samples == 1 and args.num_beams == 1 and (sys.stdout.isatty() or progress is None):
             if not first:
                 sys.stdout.write("\n" + "-" * 40 + "\n")
             first = False
@@ -195,8 +209,17 @@ def _generate(args):
                 sys.stdout.flush()
             sys.stdout.write("\n")
             continue
-        texts = model.generate([prompt] * args.num_samples, args.max_new_tokens, num_beams=args.num_beams,
-                               **settings)
+        if args.num_beams == 1:
+            texts = [""] * args.num_samples
+            for pieces in model.stream([prompt] * args.num_samples, args.max_new_tokens, **settings):
+                texts = [t + p for t, p in zip(texts, pieces)]
+                if progress is not None:
+                    progress.step()
+        else:
+            texts = model.generate([prompt] * args.num_samples, args.max_new_tokens, num_beams=args.num_beams,
+                                   **settings)
+        if progress is not None:
+            progress.clear()
         for text in texts:
             if not first:
                 sys.stdout.write("\n" + "-" * 40 + "\n")
@@ -205,11 +228,38 @@ def _generate(args):
         sys.stdout.flush()
 
 
+class _Progress:
+    """``generating: n/N tokens`` on one stderr line, rewritten in place."""
+
+    def __init__(self, total):
+        self.total, self.count = total, 0
+
+    def step(self):
+        self.count += 1
+        sys.stderr.write(f"\rgenerating: {self.count}/{self.total} tokens")
+        sys.stderr.flush()
+
+    def clear(self):
+        if self.count:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+            sys.stderr.flush()
+        self.count = 0
+
+
 def _export(args):
     from keraslm.checkpoint import load_model
-    from keraslm.export import export
+    from keraslm.export import export, export_classifier
+    from keraslm.models import SequenceClassifier
 
-    print(export(load_model(args.model), args.out, args.version, custom_ops=args.custom_ops,
+    model = load_model(args.model)
+    if isinstance(model, SequenceClassifier):
+        if args.max_new_tokens_limit is not None:
+            raise ValueError("--max-new-tokens-limit is for a language model; this model is a classifier")
+        print(export_classifier(model, args.out, args.version, labels=args.labels, custom_ops=args.custom_ops))
+        return
+    if args.labels is not None:
+        raise ValueError("--labels is for a classifier; this model is a language model")
+    print(export(model, args.out, args.version, custom_ops=args.custom_ops,
                  max_new_tokens_limit=args.max_new_tokens_limit))
 
 
@@ -232,6 +282,12 @@ def _presets(args):
         print(f"{'':17} model {json.dumps(preset['model'])}")
         print(f"{'':17} trains with batch {train.get('batch_size')} x {train.get('block_size')} tokens, "
               f"{train.get('optimizer')} at learning rate {train.get('learning_rate')}")
+
+
+def _plot(args):
+    from keraslm.curves import plot_curves
+
+    print(plot_curves(args.runs, args.out))
 
 
 @contextlib.contextmanager
@@ -290,7 +346,7 @@ def _one_line(error):
 
 
 HANDLERS = {"train": _train, "evaluate": _evaluate, "generate": _generate, "export": _export,
-            "export-hf": _export_hf, "presets": _presets}
+            "export-hf": _export_hf, "presets": _presets, "plot": _plot}
 
 
 def main(argv=None):
@@ -304,7 +360,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="keraslm: %(message)s")
     with (contextlib.nullcontext() if args.tf_logs else quiet_native_stderr()):
         try:
-            if not args.tf_logs and args.command != "presets":
+            if not args.tf_logs and args.command not in ("presets", "plot"):   # (these need no TensorFlow)
                 import tensorflow as tf
 
                 tf.autograph.set_verbosity(0)

@@ -22,31 +22,52 @@ class TrainConfig:
                                         # architecture and tokenizer are kept (fine-tuning)
     data: list = dataclasses.field(default_factory=list)  # training text files or globs
     out: str = "runs/keraslm"           # run directory: checkpoints/, logs/, model.keras, metrics.json
-    steps: int = 2000                   # optimizer steps in total
+    steps: int = 2000                   # optimizer steps in total (when epochs is 0)
+    epochs: int = 0                     # passes over the training split (0 = use steps; a steps given explicitly
+                                        # turns a preset's epochs off); one epoch is (training tokens //
+                                        # batch_size - 1) // block_size steps
     batch_size: int = 12                # windows per step (global batch under a distribution strategy)
     block_size: int = 64                # tokens per window
     tokenizer: str = ""                 # "char" | "word" | "subword" | "bpe" ("" = the preset's)
+    tokenizer_args: dict = dataclasses.field(default_factory=dict)  # tokenizer constructor arguments over the
+                                        # preset's (CLI: JSON), e.g. {"pretokenized": false, "line_ends": "newline"}
     vocab_size: int = 0                 # word/subword/bpe vocabulary size (0 = the preset's default)
     optimizer: str = "adamw"            # "adamw" | "adam" | "sgd"
     learning_rate: float = 1e-3         # peak learning rate
     min_learning_rate: float = 1e-4     # cosine floor
     warmup_steps: int = 100             # linear warmup
     decay_steps: int = 0                # end of the cosine (0 = steps)
+    schedule: str = "cosine"            # "cosine": warmup, then cosine to min_learning_rate (constant when
+                                        # min_learning_rate == learning_rate and no warmup); "epoch_decay":
+                                        # learning_rate x lr_decay per epoch after decay_after_epochs (Zaremba)
+    lr_decay: float = 1.0               # "epoch_decay" factor per epoch
+    decay_after_epochs: int = 0         # "epoch_decay": epochs at the initial learning rate
     weight_decay: float = 0.1           # AdamW decoupled decay (not on norms, biases, embeddings)
     beta1: float = 0.9                  # Adam/AdamW first-moment decay
     beta2: float = 0.99                 # Adam/AdamW second-moment decay
     grad_clip: float = 1.0              # global-norm clipping (0 = off)
+    loss_reduction: str = "mean"        # "mean": the loss is the mean over every token; "sum_over_time": summed
+                                        # over a window's positions, mean over the batch (Zaremba et al.'s, so
+                                        # their learning rate and clipping apply as published)
     ema_momentum: float = 0.0           # exponential moving average of the weights (Keras use_ema; 0 = off): the
-                                        # final model (saved, evaluated, returned) holds the average
+                                        # final model (saved, evaluated, returned) holds the average; its
+                                        # momentum warms up as min(m, (1 + t) / (10 + t)) at step t
     dropout: float = -1.0               # model dropout (-1 = the preset's)
     model_args: dict = dataclasses.field(default_factory=dict)  # preset constructor overrides (CLI: JSON)
     validation_fraction: float = 0.1    # last fraction of the corpus held out
+    validation_data: list = dataclasses.field(default_factory=list)  # validation text files (default: the last
+                                        # validation_fraction of data; given, all of data trains)
     windows: str = "random"             # "random": random offsets each step (nanoGPT; corpus held in memory,
                                         # falls back to "sequential" past 2^28 tokens); "sequential": streamed
-                                        # windows at fixed offsets, shuffled, each token once per epoch
+                                        # windows at fixed offsets, shuffled, each token once per epoch;
+                                        # "stateful": batch_size contiguous streams read in order, recurrent
+                                        # state carried from window to window, zero at each epoch (truncated
+                                        # BPTT, Zaremba et al.); its validation carries the state too
     eval_steps: int = 20                # validation batches per periodic evaluation (0 = the whole split);
                                         # metrics.json's val_loss always covers the whole split
     checkpoint_every: int = 250         # steps between checkpoints and validation runs
+    log_every: int = 0                  # steps between rows of logs/training.csv and TensorBoard scalars
+                                        # (0 = about 100 per run: max(1, steps // 100))
     seed: int = 1337                    # random seed: initial weights, data order, dropout
     mixed_precision: str = "off"        # "on": mixed_bfloat16 (bfloat16 compute, float32 weights); "auto": on
                                         # where bfloat16 matmuls have hardware support (AMX-BF16 CPUs, GPUs of
@@ -72,6 +93,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
         values = {"preset": preset, **get_preset(preset)["train"], **overrides}
+        if "steps" in overrides and "epochs" not in overrides:
+            values["epochs"] = 0             # the steps asked for, not the preset's epochs
         return cls(**values)
 
     def validate(self):
@@ -80,7 +103,8 @@ class TrainConfig:
             raise ValueError("no training data: pass data=[file, ...]")
         for name in ("steps", "batch_size", "block_size", "checkpoint_every"):
             positive_int(name, getattr(self, name))
-        for name in ("vocab_size", "warmup_steps", "decay_steps", "eval_steps", "steps_per_execution", "seed"):
+        for name in ("vocab_size", "warmup_steps", "decay_steps", "eval_steps", "steps_per_execution", "seed",
+                     "log_every", "epochs", "decay_after_epochs"):
             non_negative_int(name, getattr(self, name))
         number("learning_rate", self.learning_rate, low=0, low_open=True)
         for name in ("min_learning_rate", "weight_decay", "grad_clip"):
@@ -89,13 +113,20 @@ class TrainConfig:
             number(name, getattr(self, name), low=0, high=1, high_open=True)
         if self.dropout != -1:
             number("dropout", self.dropout, low=0, high=1, high_open=True)
-        if not isinstance(self.model_args, dict):
-            raise ValueError(f"model_args must be a dict of constructor arguments, got {self.model_args!r}")
+        for name in ("model_args", "tokenizer_args"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a dict of constructor arguments, got {getattr(self, name)!r}")
+        if not isinstance(self.validation_data, list):
+            raise ValueError(f"validation_data must be a list of files, got {self.validation_data!r}")
+        number("lr_decay", self.lr_decay, low=0, high=1, low_open=True)
+        for name, choices in (("schedule", ("cosine", "epoch_decay")), ("loss_reduction", ("mean", "sum_over_time"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be {' or '.join(map(repr, choices))}, got {getattr(self, name)!r}")
         for name in ("deterministic", "resume", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.windows not in ("random", "sequential"):
-            raise ValueError(f"windows must be 'random' or 'sequential', got {self.windows!r}")
+        if self.windows not in ("random", "sequential", "stateful"):
+            raise ValueError(f"windows must be 'random', 'sequential' or 'stateful', got {self.windows!r}")
         get_preset(self.preset)
         return self
 

@@ -63,15 +63,23 @@ class TokenCrossEntropy(keras.losses.Loss):
     """Sparse cross-entropy from logits (``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``),
     whose per-token values :class:`Perplexity` and :class:`BitsPerToken` reuse in the same step.
 
+    Args:
+        sum_over_time: sum each sequence's per-token losses over its ``T`` positions, then average
+            over the batch (Zaremba et al. 2014's loss, whose gradient is ``T`` times the
+            per-token mean's); default: the mean over every token.
+
     Example:
         >>> import numpy as np
         >>> loss = TokenCrossEntropy()
         >>> round(float(loss(np.array([[0, 1]]), np.zeros((1, 2, 4), np.float32))), 4)   # log 4
         1.3863
+        >>> round(float(TokenCrossEntropy(sum_over_time=True)(np.array([[0, 1]]), np.zeros((1, 2, 4)))), 4)
+        2.7726
     """
 
-    def __init__(self, name="token_cross_entropy", reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, name="token_cross_entropy", reduction="sum_over_batch_size", dtype=None, sum_over_time=False):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.sum_over_time = bool(sum_over_time)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         self._inputs = (y_true, y_pred)          # as given, before Keras converts them
@@ -90,10 +98,10 @@ class TokenCrossEntropy(keras.losses.Loss):
         inputs = getattr(self, "_inputs", None)
         if inputs is not None and tf.inside_function():
             _latest_nll[tf.compat.v1.get_default_graph()] = (*inputs, tf.stop_gradient(nll))
-        return nll
+        return tf.reduce_sum(nll, -1) if self.sum_over_time else nll            # [B] or [B, T]
 
     def get_config(self):
-        return {"name": self.name, "reduction": self.reduction}
+        return {"name": self.name, "reduction": self.reduction, "sum_over_time": self.sum_over_time}
 
 
 class _TokenNLL(keras.metrics.Metric):

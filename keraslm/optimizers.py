@@ -46,8 +46,55 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
                 "decay_steps": self.decay_steps}
 
 
+class WarmAverage:
+    """Keras' weight average (``use_ema``) made safe for short runs, for keraslm's optimizers.
+
+    Keras averages with the fixed momentum m from the second step on, so after t steps the
+    average still gives weight m**t to the first step's weights: at m = 0.99 and 40 steps, two
+    thirds of the average is the barely trained model. Here the average follows the weights
+    (momentum 0) while the learning rate warms up (the schedule's ``warmup_steps``; the model
+    improves fast there and any average lags behind it), and then warms up itself with
+    TensorFlow's ``ExponentialMovingAverage(num_updates=u)`` rule, ``min(m, (1 + u) / (10 + u))``
+    at u steps after the learning-rate warm-up: it covers about the last tenth of the steps
+    since, and reaches m at ``u = (10 m - 1) / (1 - m)`` (890 for 0.99). From there on it is
+    Keras' average, in which the earlier steps keep a share of m**(u - 890). A run that ends within
+    the learning-rate warm-up gets its last weights, exactly. The momentum is a function of the
+    optimizer's step and its schedule, which a checkpoint holds, so a resumed run continues it.
+
+    Example:
+        >>> [round(float(WarmAverage.momentum_at(t, 0.99)), 3) for t in (0, 1, 40, 890, 2000)]
+        [0.0, 0.182, 0.82, 0.99, 0.99]
+        >>> [round(float(WarmAverage.momentum_at(t, 0.99, start=100)), 3) for t in (40, 100, 101, 140)]
+        [0.0, 0.0, 0.182, 0.82]
+    """
+
+    @staticmethod
+    def momentum_at(step, momentum, start=0):
+        """The momentum of the average's update at 0-based optimizer step ``step`` (a number or a float
+        tensor) when the average starts at step ``start``."""
+        u = keras.ops.maximum(keras.ops.subtract(step, start), 0.0)
+        warm = keras.ops.minimum(momentum, (1.0 + u) / (10.0 + u))
+        return keras.ops.where(keras.ops.equal(u, 0.0), 0.0, warm)
+
+    def _average_start(self):
+        """The learning rate's warm-up steps (0 for a constant rate or a schedule without warm-up)."""
+        return int(getattr(self._learning_rate, "warmup_steps", 0) or 0)
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        """Keras' update (``BaseOptimizer._update_model_variables_moving_average``) with the warm momentum."""
+        if not self.use_ema:
+            return
+        momentum = self.momentum_at(keras.ops.cast(self.iterations, "float32"), self.ema_momentum,
+                                    self._average_start())
+        for var, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is not None:
+                m = keras.ops.cast(momentum, var.dtype)
+                average.assign(keras.ops.add(keras.ops.multiply(m, average),
+                                             keras.ops.multiply(keras.ops.subtract(1, m), var)))
+
+
 @keras.saving.register_keras_serializable(package="keraslm")
-class AdamW(keras.optimizers.AdamW):
+class AdamW(WarmAverage, keras.optimizers.AdamW):
     """Keras AdamW that never decays LayerNorm parameters, biases or embeddings.
 
     Keras does not save ``exclude_from_weight_decay`` settings with a model, so
@@ -58,6 +105,16 @@ class AdamW(keras.optimizers.AdamW):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.exclude_from_weight_decay(var_names=NO_DECAY_NAMES)
+
+
+@keras.saving.register_keras_serializable(package="keraslm")
+class Adam(WarmAverage, keras.optimizers.Adam):
+    """Keras Adam with keraslm's warm weight average."""
+
+
+@keras.saving.register_keras_serializable(package="keraslm")
+class SGD(WarmAverage, keras.optimizers.SGD):
+    """Keras SGD with keraslm's warm weight average."""
 
 
 def make_optimizer(name, learning_rate, *, weight_decay=0.0, beta1=0.9, beta2=0.999, grad_clip=0.0,
@@ -74,8 +131,8 @@ def make_optimizer(name, learning_rate, *, weight_decay=0.0, beta1=0.9, beta2=0.
         grad_clip: clip gradients to this global norm (0 = off).
         momentum: SGD momentum.
         ema_momentum: keep an exponential moving average of the weights with this momentum
-            (Keras ``use_ema``; 0 = off). Keras copies the average into the weights at the end
-            of ``fit`` (``finalize_variable_values``).
+            (Keras ``use_ema``, warmed up: :class:`WarmAverage`; 0 = off). Keras copies the average
+            into the weights at the end of ``fit`` (``finalize_variable_values``).
     """
     if not 0.0 <= ema_momentum < 1.0:
         raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
@@ -85,7 +142,7 @@ def make_optimizer(name, learning_rate, *, weight_decay=0.0, beta1=0.9, beta2=0.
     if name == "adamw":
         return AdamW(learning_rate, weight_decay=weight_decay, beta_1=beta1, beta_2=beta2, **extra)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, beta_1=beta1, beta_2=beta2, **extra)
+        return Adam(learning_rate, beta_1=beta1, beta_2=beta2, **extra)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=momentum, **extra)
+        return SGD(learning_rate, momentum=momentum, **extra)
     raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {name!r}")

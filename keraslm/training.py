@@ -46,19 +46,29 @@ from keraslm.precision import (
     use_mixed_precision,
     use_xla,
 )
+from keraslm.run_log import StepLog
+from keraslm.schedules import EpochDecay
+from keraslm.validation import positive_int
 
 log = logging.getLogger("keraslm")
 
 
 # Settings that may differ when a run resumes: they do not change what was trained so far (out is
 # where the run is, however it is spelled).
-_RESUMABLE_CHANGES = ("out", "steps", "verbose", "resume", "overwrite")
+_RESUMABLE_CHANGES = ("out", "steps", "epochs", "verbose", "resume", "overwrite", "log_every")
 
 
-def compile_model(model, cfg):
-    """Compiles ``model`` with the harness's loss, metrics, optimizer and schedule."""
+def compile_model(model, cfg, steps_per_epoch=None):
+    """Compiles ``model`` with the harness's loss, metrics, optimizer and schedule.
+
+    ``steps_per_epoch`` is needed by ``schedule="epoch_decay"`` (see :func:`steps_per_epoch`).
+    """
     decay = cfg.decay_steps or cfg.steps
-    if cfg.min_learning_rate == cfg.learning_rate and cfg.warmup_steps == 0:
+    if cfg.schedule == "epoch_decay":
+        if not steps_per_epoch:
+            raise ValueError("schedule='epoch_decay' needs the steps of one epoch (steps_per_epoch)")
+        lr = EpochDecay(cfg.learning_rate, cfg.lr_decay, cfg.decay_after_epochs, steps_per_epoch)
+    elif cfg.min_learning_rate == cfg.learning_rate and cfg.warmup_steps == 0:
         lr = cfg.learning_rate
     else:
         lr = WarmupCosine(cfg.learning_rate, min(cfg.min_learning_rate, cfg.learning_rate),
@@ -70,8 +80,16 @@ def compile_model(model, cfg):
         raise ValueError(f"steps_per_execution must be >= 0 (0 = auto), got {cfg.steps_per_execution!r}")
     # Several steps per call save the per-call overhead of an XLA step; without XLA, Keras' multi-step
     # loop around recurrent layers (a while loop inside a while loop) is much slower (README, Training).
-    steps_per_execution = cfg.steps_per_execution or (10 if xla else 1)
-    model.compile(optimizer=opt, loss=TokenCrossEntropy(), metrics=[Perplexity(), BitsPerToken()],
+    # Keras runs whole executions: an execution that does not divide a fit call's steps would train extra
+    # steps silently, so the auto value divides them (each fit call runs checkpoint_every steps, and the rest).
+    epoch_steps = min(cfg.checkpoint_every, cfg.steps)
+    calls = math.gcd(epoch_steps, cfg.steps % epoch_steps)                    # gcd(n, 0) = n
+    steps_per_execution = cfg.steps_per_execution or max(d for d in range(1, (10 if xla else 1) + 1) if calls % d == 0)
+    if calls % steps_per_execution:
+        raise ValueError(f"steps_per_execution={steps_per_execution} must divide the steps of every fit call "
+                         f"(checkpoint_every={cfg.checkpoint_every} and steps={cfg.steps}: {calls})")
+    loss = TokenCrossEntropy(sum_over_time=cfg.loss_reduction == "sum_over_time")
+    model.compile(optimizer=opt, loss=loss, metrics=[Perplexity(), BitsPerToken()],
                   jit_compile=xla, steps_per_execution=steps_per_execution)
     return model
 
@@ -121,13 +139,18 @@ def _build_model_and_tokenizer(cfg, model, tokenizer):
     if tokenizer is None:
         kind = cfg.tokenizer or preset["tokenizer"]
         kwargs = dict(preset.get("tokenizer_args", {})) if kind == preset["tokenizer"] else {}
+        kwargs.update(cfg.tokenizer_args)
         if cfg.vocab_size and kind == "word":
             kwargs["max_tokens"] = cfg.vocab_size
         elif cfg.vocab_size and kind == "subword":
             kwargs["target_vocab_size"] = cfg.vocab_size
         elif cfg.vocab_size and kind == "bpe":
             kwargs["vocab_size"] = cfg.vocab_size
-        tokenizer = fit_tokenizer(kind, cfg.data, validation_fraction=cfg.validation_fraction, **kwargs)
+        source, _, fraction = _train_split(cfg)
+        tokenizer = fit_tokenizer(kind, source, validation_fraction=fraction, **kwargs)
+        if tokenizer.adapted_oov_rate is not None:
+            log.info("tokenizer: %d ids, out-of-vocabulary rate of the training text %.2f%%", tokenizer.vocab_size,
+                     100 * tokenizer.adapted_oov_rate)
     overrides = {}
     if cfg.dropout >= 0:
         overrides["dropout"] = cfg.dropout
@@ -154,36 +177,101 @@ def _pretrained(cfg):
     return fresh
 
 
-def _datasets(cfg, tokenizer):
-    """(train dataset starting after N batches: a function of N, validation dataset)."""
-    from keraslm.data import lm_dataset, random_windows, split_tokens
+def _train_split(cfg):
+    """``(source, split, validation_fraction)`` of the training text: all of ``data`` when
+    ``validation_data`` is given, else its first ``1 - validation_fraction``."""
+    return (cfg.data, "all", 0.0) if cfg.validation_data else (cfg.data, "train", cfg.validation_fraction)
 
-    tokens = None
-    if cfg.windows == "random":
-        tokens = split_tokens(cfg.data, tokenizer, "train", cfg.validation_fraction)
-        if tokens is None:
-            log.info("training split too large to hold in memory: streaming sequential windows")
+
+def _validation_split(cfg):
+    """``(source, split, validation_fraction)`` of the validation text, or None when there is none."""
+    if cfg.validation_data:
+        return cfg.validation_data, "all", 0.0
+    return (cfg.data, "validation", cfg.validation_fraction) if cfg.validation_fraction > 0 else None
+
+
+def steps_per_epoch(n_tokens, batch_size, block_size):
+    """Optimizer steps in one pass over ``n_tokens`` training tokens: ``(n_tokens // batch_size - 1) // block_size``
+    (every window of every one of ``batch_size`` contiguous streams once; the stateful streams' count).
+
+    Example:
+        >>> steps_per_epoch(929589, 20, 35)            # Penn Treebank's training text, Zaremba's "medium"
+        1327
+    """
+    from keraslm.data import stream_steps_per_epoch
+
+    return stream_steps_per_epoch(n_tokens, batch_size, block_size)
+
+
+def _training_tokens(cfg, tokenizer):
+    """``(tokens or None, steps per epoch or None)`` of the training split. The tokens are held in memory
+    for random and stateful windows (None past 2^28 tokens); the epoch is counted when epochs or the
+    epoch-decay schedule need it."""
+    from keraslm.data import Corpus, split_tokens
+
+    source, split, fraction = _train_split(cfg)
+    tokens = split_tokens(source, tokenizer, split, fraction) if cfg.windows in ("random", "stateful") else None
+    if tokens is None and cfg.windows == "stateful":
+        raise ValueError("windows='stateful' holds the training text in memory, and it has more than 2^28 tokens")
+    if not (cfg.epochs or cfg.schedule == "epoch_decay" or cfg.windows == "stateful"):
+        return tokens, None
     if tokens is not None:
+        n = tokens.size
+    else:
+        corpus = Corpus.from_source(source)
+        n = sum(int(tf.size(tokenizer.tokenize(tf.constant(t)))) for t in corpus.iter_text(*corpus.split_range(
+            split, fraction)))
+    epoch = steps_per_epoch(n, cfg.batch_size, cfg.block_size)
+    if epoch < 1:
+        raise ValueError(f"the training text ({n} tokens) is too small for one epoch of batch_size={cfg.batch_size} "
+                         f"windows of block_size={cfg.block_size}: it needs {cfg.batch_size * (cfg.block_size + 1)}")
+    return tokens, epoch
+
+
+def _plan_steps(cfg, epoch):
+    """``cfg`` with ``steps = epochs x epoch`` when epochs are asked for, and the ``KERASLM_MAX_STEPS`` cap."""
+    if cfg.epochs:
+        cfg = dataclasses.replace(cfg, steps=cfg.epochs * epoch)
+        log.info("%d epoch(s) of %d steps: %d steps", cfg.epochs, epoch, cfg.steps)
+    cap = os.environ.get("KERASLM_MAX_STEPS")
+    if cap:  # documented for quick trials (the README test runs every command with it)
+        cap = positive_int("KERASLM_MAX_STEPS", int(cap) if cap.strip().isdigit() else cap)
+        cfg = dataclasses.replace(cfg, steps=min(cfg.steps, cap))        # (checkpoints every min(that, steps))
+        log.info("KERASLM_MAX_STEPS=%s: training for at most %d steps", cap, cfg.steps)
+    return cfg
+
+
+def _datasets(cfg, tokenizer, tokens):
+    """(train dataset starting after N batches: a function of N, validation dataset, full validation dataset)."""
+    from keraslm.data import lm_dataset, random_windows, split_tokens, stream_batches
+
+    source, split, fraction = _train_split(cfg)
+    if cfg.windows == "random" and tokens is None:
+        log.info("training split too large to hold in memory: streaming sequential windows")
+    if cfg.windows == "stateful":
+        def train_from(skip):
+            return stream_batches(tokens, batch_size=cfg.batch_size, block_size=cfg.block_size, start_step=skip)
+    elif tokens is not None and cfg.windows == "random":
         def train_from(skip):
             return random_windows(tokens, block_size=cfg.block_size, batch_size=cfg.batch_size, seed=cfg.seed,
                                   start_step=skip)
     else:
-        train_ds = lm_dataset(cfg.data, tokenizer, block_size=cfg.block_size, batch_size=cfg.batch_size,
-                              split="train", validation_fraction=cfg.validation_fraction, shuffle=True,
-                              seed=cfg.seed, repeat=True)
+        train_ds = lm_dataset(source, tokenizer, block_size=cfg.block_size, batch_size=cfg.batch_size,
+                              split=split, validation_fraction=fraction, shuffle=True, seed=cfg.seed, repeat=True)
 
         # The order of batches is a deterministic function of the seed, so a
         # resumed run continues exactly where the checkpoint left off.
         def train_from(skip):
             return train_ds.skip(skip)
     val_ds = full_val = None
-    if cfg.validation_fraction > 0:
-        full_val = lm_dataset(cfg.data, tokenizer, block_size=cfg.block_size, batch_size=cfg.batch_size,
-                              split="validation", validation_fraction=cfg.validation_fraction, shuffle=False)
+    if _validation_split(cfg) is not None:
+        source, split, fraction = _validation_split(cfg)
+        full_val = lm_dataset(source, tokenizer, block_size=cfg.block_size, batch_size=cfg.batch_size,
+                              split=split, validation_fraction=fraction, shuffle=False)
         val_ds = full_val
         if cfg.eval_steps > 0:
             # The same eval_steps batches of random windows from the whole split at every evaluation.
-            val_tokens = split_tokens(cfg.data, tokenizer, "validation", cfg.validation_fraction)
+            val_tokens = split_tokens(source, tokenizer, split, fraction)
             if val_tokens is not None and val_tokens.size > cfg.block_size:
                 val_ds = random_windows(val_tokens, block_size=cfg.block_size, batch_size=cfg.batch_size,
                                         seed=cfg.seed + 1).take(cfg.eval_steps)
@@ -208,7 +296,8 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
 
     The run directory holds ``checkpoints/last.keras`` (model + optimizer,
     written atomically every ``checkpoint_every`` steps), ``logs/`` (TensorBoard
-    and ``training.csv``), the final ``model.keras`` and ``metrics.json``.
+    and ``training.csv`` every ``log_every`` steps), the final ``model.keras``, ``metrics.json`` and
+    ``loss.png``.
     With mixed precision, the final model (returned and saved) computes in float32. If
     ``checkpoints/`` exists and ``resume`` is true, training continues from it
     with the same data order and learning-rate schedule.
@@ -272,7 +361,23 @@ class _StopOnNonFinite(keras.callbacks.Callback):
 
 
 # The files a run writes in its directory (what overwrite=True deletes; nothing else is touched).
-_RUN_FILES = ("checkpoints", "logs", "model.keras", "metrics.json", "config.json")
+_RUN_FILES = ("checkpoints", "logs", "model.keras", "metrics.json", "config.json", "loss.png")
+
+
+def _carry_state(model, cfg, strategy, epoch, state, done):
+    """Makes ``model`` carry its recurrent state across training windows (restored from a checkpoint's
+    ``state`` when resuming)."""
+    if not hasattr(model, "start_carrying_state"):
+        raise ValueError(f"windows='stateful' carries a recurrent state from window to window; "
+                         f"{type(model).__name__} has none (use windows='random' or 'sequential')")
+    if strategy.num_replicas_in_sync > 1:
+        raise ValueError(f"windows='stateful' runs on one device; the strategy has {strategy.num_replicas_in_sync} "
+                         "replicas")
+    carry = model.start_carrying_state(cfg.batch_size, epoch)
+    if state.get("carried_state"):
+        carry.load_json(state["carried_state"])
+    else:
+        carry.position.assign(done)    # (a run that checkpointed before any step: zeros at this position)
 
 
 def _start_or_resume(cfg):
@@ -282,6 +387,7 @@ def _start_or_resume(cfg):
     differ from the run's ``config.json``, ``resume=False``, or more steps done than asked for.
     """
     ckpt_dir = os.path.join(cfg.out, "checkpoints")
+    os.makedirs(cfg.out, exist_ok=True)      # an unusable out fails here, before any work
     if cfg.overwrite:
         for name in _RUN_FILES:
             path = os.path.join(cfg.out, name)
@@ -315,32 +421,37 @@ def _start_or_resume(cfg):
     if changed:
         raise ValueError(f"{cfg.out} holds a run with other settings: {'; '.join(changed)}. Rerun with the run's "
                          "settings to resume it (steps may grow), or pass overwrite=True (--overwrite) to start over")
-    loaded = load_checkpoint(ckpt_dir)
-    done = int(loaded[0].optimizer.iterations.numpy())
-    if done > cfg.steps:
-        raise ValueError(f"{cfg.out} is already trained for {done} steps, more than steps={cfg.steps}; ask for "
-                         f"steps >= {done}, or pass overwrite=True (--overwrite) to start over")
-    return loaded, {**saved, "steps": cfg.steps}
+    return load_checkpoint(ckpt_dir), saved
 
 
 def _run(cfg, model, tokenizer, callbacks, bf16):
     strategy = make_strategy(cfg.strategy)
     ckpt_dir = os.path.join(cfg.out, "checkpoints")
     resumed = _start_or_resume(cfg)
+    state = {}
     with strategy.scope():
         if resumed is not None:
-            (model, _), record = resumed
+            (model, state), record = resumed
             tokenizer = model.tokenizer
-            done = int(model.optimizer.iterations.numpy())
-            log.info("resuming %s from step %d", cfg.out, done)
         else:
             model, tokenizer = _build_model_and_tokenizer(cfg, model, tokenizer)
             model.build_for_inference()
-            compile_model(model, cfg)
+        tokens, epoch = _training_tokens(cfg, tokenizer)
+        cfg = _plan_steps(cfg, epoch)
+        if resumed is None:
+            compile_model(model, cfg, epoch)
             done, record = 0, cfg.record()
+        else:
+            done, record = int(model.optimizer.iterations.numpy()), {**record, "steps": cfg.steps}
+            if done > cfg.steps:
+                raise ValueError(f"{cfg.out} is already trained for {done} steps, more than steps={cfg.steps}; ask "
+                                 f"for steps >= {done}, or pass overwrite=True (--overwrite) to start over")
+            log.info("resuming %s from step %d", cfg.out, done)
+        if cfg.windows == "stateful":
+            _carry_state(model, cfg, strategy, epoch, state, done)
     if done >= cfg.steps:
         log.info("%s already trained for %d steps", cfg.out, done)
-    train_from, val_ds, full_val = _datasets(cfg, tokenizer)
+    train_from, val_ds, full_val = _datasets(cfg, tokenizer, tokens)
     epoch_steps = min(cfg.checkpoint_every, cfg.steps)  # one Keras epoch per checkpoint interval
     os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
     atomic_write_json(os.path.join(cfg.out, "config.json"), record)   # only settings that apply to the run
@@ -349,8 +460,7 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     callbacks = [
         diverged,
         Checkpointer(ckpt_dir, epoch_steps, {"preset": cfg.preset}),
-        keras.callbacks.CSVLogger(os.path.join(cfg.out, "logs", "training.csv"), append=done > 0),
-        keras.callbacks.TensorBoard(os.path.join(cfg.out, "logs"), write_graph=False),
+        run_log := StepLog.for_run(cfg, strategy, done),   # logs/training.csv and TensorBoard, by step
         throughput,
         *callbacks,
     ]
@@ -388,7 +498,18 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     if history is not None and history.history:
         h = {k: v[-1] for k, v in history.history.items()}
         metrics.update(train_loss=h.get("loss"), train_perplexity=h.get("perplexity"))
-    if full_val is not None:
+    if full_val is not None and cfg.windows == "stateful":
+        # As published perplexities are measured: the state carried across the whole validation text.
+        from keraslm.data import split_tokens
+        from keraslm.evaluation import stream_nll
+
+        model.stop_carrying_state()
+        source, split, fraction = _validation_split(cfg)
+        total, count = stream_nll(model, split_tokens(source, tokenizer, split, fraction), batch_size=1,
+                                  block_size=cfg.block_size)
+        loss = total / count
+        metrics.update(val_loss=loss, val_perplexity=math.exp(loss), val_bits_per_token=loss / math.log(2))
+    elif full_val is not None:
         with warnings.catch_warnings():  # the split ends inside a multi-step call: expected, not a problem
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             ev = model.evaluate(full_val, verbose=0, return_dict=True)
@@ -401,4 +522,5 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
         model = float32_copy(model)
     atomic_save_model(model, os.path.join(cfg.out, "model.keras"))
     atomic_write_json(os.path.join(cfg.out, "metrics.json"), metrics)
+    run_log.plot(os.path.join(cfg.out, "loss.png"))
     return {**metrics, "model": model}

@@ -7,6 +7,8 @@ import pytest
 
 MODULES = [
     "keraslm.atomic",
+    "keraslm.curves",
+    "keraslm.optimizers",
     "keraslm.ops._loader",
     "keraslm.ops.attention",
     "keraslm.ops.sampling",

@@ -9,12 +9,14 @@ PACKAGE_DIR = os.path.dirname(keraslm.__file__)
 
 # Floors, lowest first: a module may import modules on its own floor or below, never above.
 FLOORS = [
-    ["keraslm.validation", "keraslm.atomic", "keraslm.presets", "keraslm.config"],  # plain data, rules, files
+    ["keraslm.validation", "keraslm.atomic", "keraslm.presets", "keraslm.config",   # plain data, rules, files
+     "keraslm.curves"],
     ["keraslm.ops"],                                                # the kernels' Python face
-    ["keraslm.data", "keraslm.metrics", "keraslm.optimizers"],
+    ["keraslm.data", "keraslm.metrics", "keraslm.optimizers", "keraslm.schedules"],
     ["keraslm.layers", "keraslm.generation"],                       # generation knows only the model contract
     ["keraslm.models"],
-    ["keraslm.checkpoint", "keraslm.precision", "keraslm.evaluation", "keraslm.export", "keraslm.convert"],
+    ["keraslm.checkpoint", "keraslm.precision", "keraslm.evaluation", "keraslm.export", "keraslm.convert",
+     "keraslm.run_log"],
     ["keraslm.training"],
     ["keraslm.cli", "keraslm.__main__", "keraslm"],
 ]

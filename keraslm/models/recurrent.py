@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from keraslm.layers.recurrence import check_fast, run_recurrent_layer
 from keraslm.models.base import CausalLM
-from keraslm.validation import positive_int
+from keraslm.models.carry import CarriedState
+from keraslm.validation import number, positive_int
 
 _CELLS = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}
 log = logging.getLogger("keraslm")
@@ -34,7 +35,14 @@ class RecurrentLM(CausalLM):
             keraslm's own loop on their weights (same variables, same results to
             float rounding) instead of the Keras layers; see
             :func:`keraslm.layers.recurrence.run_recurrent_layer`.
+        init_scale: ``None``: Keras' initialisers (and an LSTM forget-gate bias of 1);
+            a number ``s``: every weight, biases included, drawn uniformly from
+            ``[-s, s]`` (Zaremba et al.'s initialisation).
         tokenizer: optional tokenizer layer saved with the model.
+
+    During training, :meth:`start_carrying_state` makes the model carry its state
+    from one training step to the next (stateful truncated BPTT; see
+    :mod:`keraslm.models.carry`).
 
     Example:
         >>> import tensorflow as tf
@@ -43,8 +51,10 @@ class RecurrentLM(CausalLM):
         TensorShape([2, 5, 11])
     """
 
+    carries_state = True  # evaluation can carry the state across a whole text (keraslm.evaluation)
+
     def __init__(self, vocab_size, embedding_dim, hidden_units, num_layers=1, cell="lstm", dropout=0.0,
-                 tie_embeddings=False, fast="auto", tokenizer=None, **kwargs):
+                 tie_embeddings=False, fast="auto", init_scale=None, tokenizer=None, **kwargs):
         super().__init__(tokenizer=tokenizer, **kwargs)
         self._vocab_size = positive_int("vocab_size", vocab_size)
         positive_int("embedding_dim", embedding_dim)
@@ -64,13 +74,21 @@ class RecurrentLM(CausalLM):
         self.embedding_dim, self.hidden_units, self.num_layers = embedding_dim, hidden_units, num_layers
         self.cell, self.dropout, self.tie_embeddings = cell, dropout, tie_embeddings
         self.fast = check_fast(fast)
+        self.init_scale = None if init_scale is None else number("init_scale", init_scale, low=0, low_open=True)
         self._units = units
+        self._carry = None
         dt = self.dtype_policy
-        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding", dtype=dt)
-        self.rnns = [_CELLS[cell](u, return_sequences=True, return_state=True, name=f"{cell}_{i}", dtype=dt)
+        init = _uniform_initializers(self.init_scale)
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding", dtype=dt,
+                                                **init("embeddings_initializer"))
+        rnn_init = ("kernel_initializer", "recurrent_initializer", "bias_initializer")
+        self.rnns = [_CELLS[cell](u, return_sequences=True, return_state=True, name=f"{cell}_{i}", dtype=dt,
+                                  **init(*rnn_init), **({"unit_forget_bias": False}
+                                                        if cell == "lstm" and self.init_scale else {}))
                      for i, u in enumerate(units)]
         self.drop = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
-        self.head = None if tie_embeddings else keras.layers.Dense(vocab_size, name="head", dtype=dt)
+        self.head = None if tie_embeddings else keras.layers.Dense(vocab_size, name="head", dtype=dt,
+                                                                   **init("kernel_initializer", "bias_initializer"))
 
     @property
     def hidden_size(self):
@@ -100,12 +118,43 @@ class RecurrentLM(CausalLM):
         return x, tuple(new_states)
 
     def features(self, token_ids, training=None):
-        return self._run(token_ids, None, None, training)[0]
+        carry = self._carry
+        if carry is None or training is not True:
+            return self._run(token_ids, None, None, training)[0]
+        x, states = self._run(token_ids, carry.initial(self.compute_dtype), None, training)
+        with tf.control_dependencies(carry.update(states)):
+            return tf.identity(x)
+
+    @property
+    def carried_state(self):
+        """The :class:`~keraslm.models.carry.CarriedState` in use, or None."""
+        return self._carry
+
+    def start_carrying_state(self, batch_size, steps_per_epoch):
+        """From now on, each training call (``training=True``, as in ``fit``) starts from the state the
+        previous one ended with, and from zeros every ``steps_per_epoch`` calls (stateful truncated
+        BPTT); other calls are unaffected. Every training batch must have ``batch_size`` rows.
+
+        Returns:
+            The new :class:`~keraslm.models.carry.CarriedState` (zeros, position 0).
+        """
+        positive_int("batch_size", batch_size)
+        self._carry = CarriedState(self.init_cache(batch_size), steps_per_epoch)
+        self.train_function = None   # traced again, with the state
+        return self._carry
+
+    def stop_carrying_state(self):
+        """Training calls start from zeros again."""
+        self._carry = None
+        self.train_function = None
 
     def logits_from_features(self, x):
         if self.head is not None:
             return self.head(x)
         return tf.matmul(x, tf.cast(self.embedding.embeddings, x.dtype), transpose_b=True)   # [B, T, V]
+
+    def head_layers(self):
+        return [] if self.head is None else [self.head]
 
     def init_cache(self, batch_size, max_length=None):
         per_layer = 2 if self.cell == "lstm" else 1
@@ -152,6 +201,17 @@ class RecurrentLM(CausalLM):
             "vocab_size": self._vocab_size, "embedding_dim": self.embedding_dim,
             "hidden_units": self.hidden_units, "num_layers": self.num_layers, "cell": self.cell,
             "dropout": self.dropout, "tie_embeddings": self.tie_embeddings, "fast": self.fast,
+            "init_scale": self.init_scale,
             **self._base_config(),
             "name": self.name, "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
+
+
+def _uniform_initializers(scale):
+    """``init(*names)``: keyword arguments giving each named initializer its own ``RandomUniform(-scale, scale)``
+    (none when ``scale`` is None: Keras' defaults)."""
+    def init(*names):
+        if scale is None:
+            return {}
+        return {n: keras.initializers.RandomUniform(-scale, scale) for n in names}
+    return init

@@ -57,7 +57,7 @@ def _strict_json(path):
     ("warmup_steps", -3, "warmup_steps must be a non-negative integer, got -3"),
     ("steps", 0, "steps must be a positive integer, got 0"),
     ("validation_fraction", 1.0, r"validation_fraction must be in \[0, 1\), got 1.0"),
-    ("windows", "diagonal", "windows must be 'random' or 'sequential', got 'diagonal'"),
+    ("windows", "diagonal", "windows must be 'random', 'sequential' or 'stateful', got 'diagonal'"),
 ])
 def test_bad_settings_fail_before_any_work(name, value, words, corpus, tmp_path):
     with pytest.raises(ValueError, match=words):
@@ -185,3 +185,13 @@ def test_resume_with_dropout_is_bit_identical(corpus, tmp_path):
     resumed = _train(corpus, tmp_path / "split", steps=6, **settings)["model"]
     for a, b in zip(straight.get_weights(), resumed.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_multi_step_calls_never_train_extra_steps(corpus, tmp_path):
+    """Keras runs whole executions of steps_per_execution steps: the harness picks one that divides every
+    fit call, so 14 steps are 14 steps (10 per execution would have run 20)."""
+    result = _train(corpus, tmp_path / "run", steps=14, checkpoint_every=7, jit_compile="on",
+                    steps_per_execution=0)
+    assert int(result["model"].optimizer.iterations.numpy()) == 14 and result["model"].steps_per_execution == 7
+    with pytest.raises(ValueError, match="steps_per_execution=4 must divide the steps of every fit call"):
+        _train(corpus, tmp_path / "bad", steps=14, checkpoint_every=7, steps_per_execution=4)
