@@ -111,6 +111,18 @@ def test_same_seed_same_tokens_on_every_path(model):
     assert ref == compiled
 
 
+def test_stream_takes_a_batch(model):
+    """stream() over a batch yields one piece per row at every step; each row's pieces join into exactly what
+    generate() returns for the same batch and seed (rows of different lengths, settings and stop strings)."""
+    settings = dict(SETTINGS, max_new_tokens=[14, 5, 9], stop=[None, None, ["e"]])
+    steps = list(stream(model, PROMPTS, seed=7, **settings))
+    assert all(isinstance(s, list) and len(s) == 3 for s in steps) and len(steps) >= 14
+    joined = ["".join(s[i] for s in steps) for i in range(3)]
+    assert joined == generate(model, PROMPTS, seed=7, **settings)
+    with pytest.raises(ValueError, match="stream\\(\\) takes a string or a non-empty list of strings"):
+        next(stream(model, [], 3))
+
+
 def test_changing_settings_and_shapes_never_retraces(model):
     loop = _loop_for(model)
     generate(model, "To", max_new_tokens=3, seed=1)
