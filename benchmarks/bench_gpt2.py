@@ -5,7 +5,8 @@ Run:  python benchmarks/bench_gpt2.py [--quick]
 The GPT-2 small shape (12 layers, 12 heads, 768 wide, 1024 positions, 50257 tokens, 124M parameters) with
 random weights: a ``transformers`` ``GPT2LMHeadModel`` is saved with ``save_pretrained`` and imported with
 ``keraslm.convert.load_hf_gpt2``, so keraslm and transformers run the same weights. Measured in the same
-process (medians after a warm-up):
+run (medians after a warm-up), each system in a process of its own (torch's and TensorFlow's thread
+pools slow each other down when they share a process on a small machine):
 
 * greedy generation, prompt 64 tokens, 128 new tokens, batch 1 and 8: keraslm ``generate`` (compiled
   KV-cache loop), transformers ``generate`` (torch CPU, float32, KV cache, ``torch.no_grad``, never
@@ -18,15 +19,16 @@ process (medians after a warm-up):
   training harness (AdamW, the harness's XLA choice) against a plain torch loop (AdamW, train mode) of
   the same transformers model. Both with dropout 0.1 (GPT-2's).
 
-torch shares the process (and, on small machines, the cores) with TensorFlow's and keraslm's thread
-pools; on a 2-core machine torch ran up to ~2x faster in a process of its own, so check a large ratio
-against torch alone before quoting it.
+Internal: ``--only SYSTEM --dir DIR --batch B`` runs one measurement and prints it as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _common import cpu_model, header, median_time  # noqa: E402
 
-from _common import header, median_time  # noqa: E402
 from keraslm import ops  # noqa: E402
 from keraslm.convert import load_hf_gpt2  # noqa: E402
 from keraslm.precision import use_xla  # noqa: E402
@@ -50,15 +52,6 @@ PROMPT, NEW = 64, 128
 TRAIN_BATCH, TRAIN_T = 4, 256
 
 
-def cpu_model():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (no lscpu)"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-                "unknown")
-
-
 def copy_bandwidth(gib=1.0, repeats=5):
     """Bytes moved per second (read + write) by a numpy copy of a ``gib``-GiB float32 array."""
     src = np.ones(int(gib * 2**30) // 4, np.float32)
@@ -67,16 +60,22 @@ def copy_bandwidth(gib=1.0, repeats=5):
     return 2 * src.nbytes / seconds
 
 
-def make_models(directory):
+def save_hf(directory):
+    """A random-weight GPT-2 124M saved with transformers (the weights keraslm and transformers both run)."""
     import torch
     import transformers
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=V, n_positions=CONTEXT, n_embd=WIDTH, n_layer=LAYERS, n_head=HEADS)
-    hf = transformers.GPT2LMHeadModel(config).eval()
+    transformers.GPT2LMHeadModel(config).save_pretrained(directory)
+
+
+def load_hf(directory):
+    import transformers
+
+    hf = transformers.GPT2LMHeadModel.from_pretrained(directory).eval()
     hf.generation_config.eos_token_id = None  # never stop early: every run makes NEW tokens
-    hf.save_pretrained(directory)
-    return hf, load_hf_gpt2(directory, tokenizer=False)
+    return hf
 
 
 def prompts(batch):
@@ -165,20 +164,56 @@ def torch_finetune(hf, steps):
     return statistics.median(times[1:])
 
 
+def measure(system, directory, batch, repeats, steps):
+    """One measurement in this process: seconds per generate call (``batch``), or per training step."""
+    if system == "keraslm":
+        return keraslm_generate(load_hf_gpt2(directory, tokenizer=False), batch, repeats)
+    if system == "transformers":
+        return transformers_generate(load_hf(directory), batch, repeats)
+    if system == "keras-hub":
+        return keras_hub_generate(batch, repeats)
+    if system == "keraslm-train":
+        return keraslm_finetune(load_hf_gpt2(directory, tokenizer=False), steps)[0]
+    if system == "torch-train":
+        return torch_finetune(load_hf(directory), steps)
+    raise ValueError(system)
+
+
+def in_own_process(system, directory, batch, repeats, steps):
+    cmd = [sys.executable, os.path.abspath(__file__), "--only", system, "--dir", directory, "--batch", str(batch),
+           "--repeats", str(repeats), "--steps", str(steps)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    if r.returncode != 0:
+        print(f"# {system} failed: {r.stderr.strip().splitlines()[-1:]}", flush=True)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="batch 1 only, fewer repeats and training steps")
     ap.add_argument("--no-train", action="store_true", help="skip the fine-tuning section")
+    ap.add_argument("--only", help=argparse.SUPPRESS)
+    ap.add_argument("--dir", help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--steps", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.only:
+        print(json.dumps(measure(args.only, args.dir, args.batch, args.repeats, args.steps)))
+        return
     import torch
+
     from keraslm import _C
 
     header("GPT-2 124M: keraslm vs transformers vs keras-hub")
     print(f"# CPU: {cpu_model()}; kernel ISA {_C.cpu_isa()}; torch {torch.__version__} ({torch.get_num_threads()} "
           "threads)", flush=True)
     repeats, steps = (2, 2) if args.quick else (3, 4)
-    with tempfile.TemporaryDirectory() as directory:
-        hf, model = make_models(directory)
+    directory = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)   # ~500 MB of weights
+    save_hf(directory)
+    model = load_hf_gpt2(directory, tokenizer=False)
     n_params = model.count_params()
     step_op = model.blocks[0]._runs_decoder_step_op(tf.zeros([1, 1, WIDTH]))
     print(f"# {n_params / 1e6:.1f}M parameters; keraslm decoding path: "
@@ -195,9 +230,8 @@ def main():
     print(f"\n## greedy generation, prompt {PROMPT}, {NEW} new tokens: tokens/s (median of {repeats}); "
           "ratio = keraslm / baseline; ms/step = time per decoding step (batch rows share it)")
     for batch in (1,) if args.quick else (1, 8):
-        ours = keraslm_generate(model, batch, repeats)
-        theirs = {"transformers": transformers_generate(hf, batch, repeats),
-                  "keras-hub": keras_hub_generate(batch, repeats)}
+        ours = in_own_process("keraslm", directory, batch, repeats, steps)
+        theirs = {name: in_own_process(name, directory, batch, repeats, steps) for name in ("transformers", "keras-hub")}
         tps = batch * NEW / ours
         line = (f"batch {batch}: keraslm {tps:7.1f} tok/s ({ours / NEW * 1e3:6.1f} ms/step, "
                 f"{ours / NEW / bound:4.2f}x the bandwidth bound)")
@@ -212,8 +246,9 @@ def main():
         tokens = TRAIN_BATCH * TRAIN_T
         print(f"\n## fine-tuning, batch {TRAIN_BATCH} x {TRAIN_T} tokens, float32, AdamW, dropout 0.1: tokens/s "
               f"(median of {steps} steps after one warm-up step)")
-        torch_step = torch_finetune(hf, steps)
-        keras_step, xla = keraslm_finetune(model, steps)
+        torch_step = in_own_process("torch-train", directory, 1, repeats, steps)
+        keras_step = in_own_process("keraslm-train", directory, 1, repeats, steps)
+        xla = use_xla("auto", model)
         print(f"keraslm fit {tokens / keras_step:7.1f} tok/s ({keras_step:5.2f} s/step, XLA "
               f"{'on' if xla else 'off'}) | torch loop {tokens / torch_step:7.1f} tok/s ({torch_step:5.2f} s/step) "
               f"| ratio x{torch_step / keras_step:4.2f}", flush=True)
