@@ -25,6 +25,15 @@ run inside the graph. Signatures (``B`` prompts, ``T`` tokens, ``V`` vocabulary)
     inputs: ``token_ids`` int32 ``[B, T]``. Outputs: ``logits`` float32 ``[B, T, V]``.
 
 Invalid inputs fail with ``InvalidArgumentError`` naming the input.
+
+:func:`export_classifier` writes a :class:`~keraslm.models.SequenceClassifier` the
+same way (same layout, same atomic write), with one signature:
+
+``serving_default`` (classify)
+    inputs: ``text`` string ``[B]``. Outputs: ``probabilities`` float32 ``[B, K]``
+    (the softmax of ``SequenceClassifier.predict(text)``, ``K`` classes) and,
+    when the export was given class names, ``label`` string ``[B]`` (the likeliest
+    class's name).
 """
 
 from __future__ import annotations
@@ -229,6 +238,38 @@ class ServingModule(tf.Module):
         return {"token_logprobs": lp, "num_tokens": lengths, "perplexity": perplexity}
 
 
+class ClassifierServingModule(tf.Module):
+    """The exported object of a classifier: its variables, its tokenizer and the ``classify`` function.
+
+    Args:
+        model: a built :class:`~keraslm.models.SequenceClassifier` with a tokenizer.
+        labels: class names in class-id order, or None (no ``label`` output).
+    """
+
+    def __init__(self, model, labels=None):
+        super().__init__(name="keraslm_classifier_serving")
+        self.model_variables = [getattr(v, "value", v) for v in model.variables]
+        self.tokenizer = model.text_tokenizer
+        self.tokenizer_tables = _table_resources(self.tokenizer)
+        self._model = lambda: model                     # a closure: the Keras model object is not tracked
+        names = None if labels is None else tf.constant(list(labels), tf.string)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, "text")], jit_compile=False)
+        def classify(text):
+            clf = self._model()
+            logits = clf(clf.tokenize(tf.reshape(text, [-1])), training=False)   # [B, K]
+            out = {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+            if names is not None:
+                out["label"] = tf.gather(names, tf.argmax(logits, axis=-1, output_type=tf.int32))   # [B]
+            return out
+
+        self.classify = classify
+
+    def signatures(self):
+        """The SignatureDef map for ``tf.saved_model.save``."""
+        return {"serving_default": self.classify}
+
+
 # ---------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------
@@ -339,12 +380,94 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
         [5, 3]
         >>> shutil.rmtree(base)
     """
+    from keraslm.models import SequenceClassifier
+
+    if isinstance(model, SequenceClassifier):
+        raise ValueError("export writes a language model's signatures; export a SequenceClassifier with "
+                         "export_classifier")
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("export needs a model with a tokenizer (the SavedModel takes and returns text)")
     limit = DEFAULT_LIMIT if max_new_tokens_limit is None else max_new_tokens_limit
     if not is_integer(limit) or not 0 <= limit <= INT32_MAX:
         raise ValueError(f"max_new_tokens_limit must be an integer in [0, {INT32_MAX}], got {limit!r}")
     params = None if batch_bucket is None else _batching_params(batch_bucket)
+    model.build_for_inference()
+    final = _write_version(export_base, version, lambda: ServingModule(model, limit), custom_ops, params)
+    log.info("exported %s (signatures: serving_default, score, score_ids, logits; %s ops)", final,
+             "custom" if custom_ops else "stock TF")
+    return final
+
+
+def export_classifier(model, export_base, version=None, *, labels=None, custom_ops=False,
+                      batch_bucket=(1, 2, 4, 8, 16, 32)):
+    """Exports a :class:`~keraslm.models.SequenceClassifier` as ``export_base/<version>/`` for TF Serving.
+
+    The SavedModel's ``serving_default`` signature takes ``text`` (string ``[B]``)
+    and returns ``probabilities`` (float32 ``[B, num_classes]``, the softmax of
+    the classifier's logits) and, with ``labels``, ``label`` (string ``[B]``, the
+    likeliest class's name). The text is tokenized in the graph with the
+    classifier's tokenizer, as ``SequenceClassifier.predict`` does. The directory
+    is written, checked and published atomically as by :func:`export`, with the
+    same stock-op guarantee.
+
+    Args:
+        model: a SequenceClassifier with a tokenizer (its own or its backbone's).
+        export_base: the model's base directory; created if needed.
+        version: integer version directory; default 1 + the highest existing one.
+        labels: the class names in class-id order (``num_classes`` strings), or None.
+        custom_ops: keep keraslm's custom ops (see :func:`export`).
+        batch_bucket: batch sizes for ``batching_params.pbtxt`` (see :func:`export`); None writes no file.
+
+    Returns:
+        The path of the new version directory.
+
+    Raises:
+        ValueError: not a classifier, no tokenizer, bad labels, a bad or existing
+            version, or an ``export_base`` that is not a directory.
+        RuntimeError: the graph uses custom ops or XLA although it must not.
+
+    Example:
+        >>> import tempfile
+        >>> from keraslm.data import WordTokenizer
+        >>> from keraslm.models import RecurrentLM, SequenceClassifier
+        >>> tok = WordTokenizer(vocabulary=["good", "bad", "film"])
+        >>> clf = SequenceClassifier(RecurrentLM(tok.vocab_size, 8, 8, tokenizer=tok), num_classes=2)
+        >>> base = tempfile.mkdtemp()
+        >>> path = export_classifier(clf, base, labels=["negative", "positive"])
+        >>> classify = tf.saved_model.load(path).signatures["serving_default"]
+        >>> out = classify(text=tf.constant(["good film", "bad"]))
+        >>> out["probabilities"].shape, out["label"].shape
+        (TensorShape([2, 2]), TensorShape([2]))
+        >>> shutil.rmtree(base)
+    """
+    from keraslm.models import SequenceClassifier
+
+    if not isinstance(model, SequenceClassifier):
+        raise ValueError(f"export_classifier needs a SequenceClassifier, got {type(model).__name__} (export a "
+                         "language model with export)")
+    if model.text_tokenizer is None:
+        raise ValueError("export_classifier needs a classifier with a tokenizer, its own or its backbone's (the "
+                         "SavedModel takes text)")
+    if labels is not None:
+        if isinstance(labels, (str, bytes)):
+            raise ValueError(f"labels must be a list of class names, got a single string {labels!r}")
+        labels = list(labels)
+        if len(labels) != model.num_classes or not all(isinstance(n, str) for n in labels):
+            raise ValueError(f"labels must be {model.num_classes} class names (strings, in class-id order), "
+                             f"got {labels!r}")
+    params = None if batch_bucket is None else _batching_params(batch_bucket)
+    if not model.built:
+        model(tf.zeros([1, 1], tf.int32))
+    final = _write_version(export_base, version, lambda: ClassifierServingModule(model, labels), custom_ops,
+                           params)
+    log.info("exported %s (signature: serving_default, text -> probabilities%s; %s ops)", final,
+             ", label" if labels is not None else "", "custom" if custom_ops else "stock TF")
+    return final
+
+
+def _write_version(export_base, version, make_module, custom_ops, params):
+    """Saves ``make_module()`` (traced under the ops implementation ``custom_ops`` asks for) with its
+    ``signatures()`` as ``export_base/<version>`` through a temporary directory; returns that path."""
     export_base = os.fspath(export_base)
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise ValueError(f"export base {export_base} exists and is not a directory")
@@ -360,7 +483,6 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
     if os.path.exists(final):
         raise ValueError(f"version {version} already exists at {final}; choose another version")
 
-    model.build_for_inference()
     tmp = temporary_directory(export_base, f"export-{version}-")
     try:
         quiet = {name: logging.getLogger(name).level for name in ("tensorflow", "absl")}
@@ -368,7 +490,7 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
             logging.getLogger(name).setLevel(logging.ERROR)
         try:
             with ops.implementation_scope("custom" if custom_ops else "reference"):
-                module = ServingModule(model, limit)
+                module = make_module()
                 tf.saved_model.save(module, tmp, signatures=module.signatures())
         finally:
             for name, level in quiet.items():
@@ -386,6 +508,4 @@ def export(model, export_base, version=None, *, custom_ops=False, max_new_tokens
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("exported %s (signatures: serving_default, score, score_ids, logits; %s ops)", final,
-             "custom" if custom_ops else "stock TF")
     return final

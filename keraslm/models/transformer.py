@@ -135,6 +135,9 @@ class TransformerLM(CausalLM):
         shape = tf.concat([tf.shape(x)[:-1], [self._vocab_size]], 0)
         return tf.ensure_shape(tf.reshape(logits, shape), x.shape[:-1].concatenate([self._vocab_size]))
 
+    def head_layers(self):
+        return [] if self.lm_head is None else [self.lm_head]
+
     def init_cache(self, batch_size, max_length=None):
         S = self._max_length if max_length is None else max_length
         shape = tf.stack([tf.cast(batch_size, tf.int32), tf.cast(S, tf.int32), self.num_kv_heads, self.head_dim])
