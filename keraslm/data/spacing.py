@@ -207,3 +207,23 @@ def _is_row_end(rt):
     """``[N]`` bool over a ragged tensor's flat values: the value ends its row."""
     n = tf.shape(rt.flat_values, out_type=tf.int64)[0]
     return tf.equal(tf.range(n) + 1, tf.gather(rt.row_limits(), rt.value_rowids()))
+
+
+class LineEndRules:
+    """What the word and subword tokenizers share about line ends and special tokens (a mixin: the class
+    sets ``line_ends`` and ``special_tokens``, and names its units in ``unit_name``)."""
+
+    unit_name = "word"
+
+    @property
+    def keeps_line_ends(self):
+        return self.line_ends != "space"
+
+    def _required_tokens(self):
+        eos = [EOS_TOKEN] if self.line_ends == "eos" else []
+        return list(dict.fromkeys([*self.special_tokens, *eos]))
+
+    def _check_token(self, token):
+        if token != NEWLINE_TOKEN and any(c.isspace() for c in token):
+            raise ValueError(f"expected {self.unit_name} tokens without whitespace, got {token!r}")
+

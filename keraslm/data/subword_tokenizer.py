@@ -7,7 +7,9 @@ import collections
 import keras
 import tensorflow as tf
 import tensorflow_text as tf_text
-from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_lib as wordpiece_learner
+from tensorflow_text.tools.wordpiece_vocab import (
+    wordpiece_tokenizer_learner_lib as wordpiece_learner,
+)
 
 from keraslm.data.spacing import (
     EOS_TOKEN,
@@ -15,6 +17,7 @@ from keraslm.data.spacing import (
     NEWLINE_TOKEN,
     PUNCT,
     SPECIAL,
+    LineEndRules,
     Splitter,
     check_line_ends,
     check_special_tokens,
@@ -29,7 +32,7 @@ SUFFIX_INDICATOR = "##"
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
-class SubwordTokenizer(Tokenizer):
+class SubwordTokenizer(LineEndRules, Tokenizer):
     """WordPiece subwords: words are split into the longest vocabulary pieces.
 
     Text is normalized (optional) and cut into units (``keraslm.data.spacing``): special tokens
@@ -73,6 +76,8 @@ class SubwordTokenizer(Tokenizer):
         b'players play!'
     """
 
+    unit_name = "subword"
+
     def __init__(self, vocabulary=None, target_vocab_size=8000, lowercase=False, normalize=None,
                  max_bytes_per_word=100, sequence_length=None, line_ends="newline", special_tokens=None, **kwargs):
         for arg, value in (("target_vocab_size", target_vocab_size), ("max_bytes_per_word", max_bytes_per_word)):
@@ -89,18 +94,6 @@ class SubwordTokenizer(Tokenizer):
         self._wordpiece = None
         self._counts = None
         super().__init__(vocabulary=vocabulary, sequence_length=sequence_length, **kwargs)
-
-    @property
-    def keeps_line_ends(self):
-        return self.line_ends != "space"
-
-    def _required_tokens(self):
-        eos = [EOS_TOKEN] if self.line_ends == "eos" else []
-        return list(dict.fromkeys([*self.special_tokens, *eos]))
-
-    def _check_token(self, token):
-        if token != NEWLINE_TOKEN and any(c.isspace() for c in token):
-            raise ValueError(f"expected subword tokens without whitespace, got {token!r}")
 
     def _unit_keys(self, units):
         """``[N]`` one string per unit: its text (``"##"`` first when written right after the previous

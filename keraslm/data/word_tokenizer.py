@@ -17,6 +17,7 @@ from keraslm.data.spacing import (
     PUNCT,
     PUNCTUATION,
     WORD,
+    LineEndRules,
     Splitter,
     check_line_ends,
     check_special_tokens,
@@ -93,7 +94,7 @@ def count_words(batches, lowercase=False, normalize=None, split_punctuation=True
 
 
 @keras.saving.register_keras_serializable(package="keraslm")
-class WordTokenizer(Tokenizer):
+class WordTokenizer(LineEndRules, Tokenizer):
     """One id per word, learned by frequency; detokenizing restores the text's spacing and line breaks.
 
     Text is normalized (optional) and cut into units (``keraslm.data.spacing``): special tokens
@@ -172,18 +173,6 @@ class WordTokenizer(Tokenizer):
         self._tables = None
         self._counts = None
         super().__init__(vocabulary=vocabulary, sequence_length=sequence_length, **kwargs)
-
-    @property
-    def keeps_line_ends(self):
-        return self.line_ends != "space"
-
-    def _required_tokens(self):
-        eos = [EOS_TOKEN] if self.line_ends == "eos" else []
-        return list(dict.fromkeys([*self.special_tokens, *eos]))
-
-    def _check_token(self, token):
-        if token != NEWLINE_TOKEN and any(c.isspace() for c in token):
-            raise ValueError(f"expected word tokens without whitespace, got {token!r}")
 
     # -- units ------------------------------------------------------------------------
 
