@@ -80,6 +80,27 @@ class WarmAverage:
         """The learning rate's warm-up steps (0 for a constant rate or a schedule without warm-up)."""
         return int(getattr(self._learning_rate, "warmup_steps", 0) or 0)
 
+    def _clip_gradients(self, grads):
+        """Global-norm clipping by the norm of the batch's gradient, as torch's ``clip_grad_norm_`` measures it.
+
+        Keras measures an embedding's gradient (``IndexedSlices``) by its rows as gathered, so a token that
+        occurs twice counts twice, squared separately; and under a distribution strategy it clips each
+        replica's gradient before the all-reduce sums them. Here the norm is that of the summed, dense
+        gradient (rows of the same token added first), over the whole batch: across replicas, of the
+        all-reduced gradient, with each replica's part scaled by the factor that clips the sum. A NaN or
+        infinite norm makes every gradient NaN, as in Keras.
+        """
+        clip = self.global_clipnorm
+        if not clip or clip <= 0:
+            return super()._clip_gradients(grads)
+        present = [g for g in grads if g is not None]
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
+        norm = tf.sqrt(tf.add_n([_squared_norm(g) for g in present])) if present else tf.constant(0.0)
+        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        return [None if g is None else g * tf.cast(scale, g.dtype) for g in grads]
+
     def _update_model_variables_moving_average(self, trainable_variables):
         """Keras' update (``BaseOptimizer._update_model_variables_moving_average``) with the warm momentum."""
         if not self.use_ema:
@@ -146,3 +167,13 @@ def make_optimizer(name, learning_rate, *, weight_decay=0.0, beta1=0.9, beta2=0.
     if name == "sgd":
         return SGD(learning_rate, momentum=momentum, **extra)
     raise ValueError(f"optimizer must be 'adamw', 'adam' or 'sgd', got {name!r}")
+
+
+def _squared_norm(gradient):
+    """Sum of squares of a gradient as a dense tensor (an ``IndexedSlices``' rows of one index added first)."""
+    if isinstance(gradient, tf.IndexedSlices):
+        unique, position = tf.unique(gradient.indices)
+        rows = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(unique)[0])
+        return tf.reduce_sum(tf.square(tf.cast(rows, tf.float32)))
+    return tf.reduce_sum(tf.square(tf.cast(gradient, tf.float32)))
+

@@ -8,12 +8,24 @@ settings; what the hardware and the build can accelerate is answered by
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 
 from keraslm import ops
 
+_MULTI_WORKER = []   # the process's MultiWorkerMirroredStrategy: TensorFlow allows one, made before any op runs
+
+
 def make_strategy(name):
-    """A tf.distribute strategy from its name (a Strategy object is returned as is)."""
+    """A tf.distribute strategy from its name (a Strategy object is returned as is).
+
+    ``"multi_worker"`` is TF's ``MultiWorkerMirroredStrategy`` over the cluster ``TF_CONFIG`` describes
+    (collective all-reduce over gRPC). TensorFlow configures collectives once, before it runs anything,
+    so the strategy is made once per process and must come first: ``keraslm.train`` makes it before
+    any other TensorFlow work. A collective that waits for a dead worker fails after
+    ``KERASLM_COLLECTIVE_TIMEOUT`` seconds (default 600) instead of hanging.
+    """
     if isinstance(name, tf.distribute.Strategy):
         return name
     if name == "default":
@@ -21,8 +33,26 @@ def make_strategy(name):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if not _MULTI_WORKER:
+            if not os.environ.get("TF_CONFIG"):
+                raise ValueError("strategy='multi_worker' needs TF_CONFIG: the cluster's workers and this "
+                                 "process's task (README, Multi-worker training)")
+            timeout = float(os.environ.get("KERASLM_COLLECTIVE_TIMEOUT", "600"))
+            options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+            try:
+                _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy(communication_options=options))
+            except RuntimeError as e:
+                raise ValueError(f"strategy='multi_worker' must be made before TensorFlow runs anything in the "
+                                 f"process ({e}): train first, or create tf.distribute.MultiWorkerMirroredStrategy() "
+                                 "at startup and pass it as strategy") from None
+        return _MULTI_WORKER[0]
     raise ValueError(f"strategy must be 'default', 'mirrored' or 'multi_worker', got {name!r}")
+
+
+def is_multi_worker(strategy):
+    """Whether ``strategy`` spans several processes (workers)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        strategy.cluster_resolver.cluster_spec().num_tasks("worker") > 1
 
 
 def use_xla(jit_compile, model):

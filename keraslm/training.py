@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 import warnings
 
@@ -41,12 +42,13 @@ from keraslm.models.presets import from_preset, get_preset
 from keraslm.optimizers import WarmupCosine, make_optimizer
 from keraslm.precision import (
     float32_copy,
+    is_multi_worker,
     make_strategy,
     resolve_matmul_precision,
     use_mixed_precision,
     use_xla,
 )
-from keraslm.run_log import StepLog
+from keraslm.run_log import StepLog, is_chief
 from keraslm.schedules import EpochDecay
 from keraslm.validation import positive_int
 
@@ -308,6 +310,8 @@ def train(config=None, *, model=None, tokenizer=None, callbacks=(), **overrides)
         config = dataclasses.replace(config, **overrides)
     cfg = config
     cfg.validate()
+    if cfg.strategy == "multi_worker":
+        make_strategy("multi_worker")      # before any other TensorFlow work (collectives are set up once)
     keras.utils.set_random_seed(cfg.seed)
     resolve_matmul_precision(cfg.matmul_precision)  # bad values fail before any work
     bf16 = use_mixed_precision(cfg.mixed_precision)
@@ -364,6 +368,21 @@ class _StopOnNonFinite(keras.callbacks.Callback):
 _RUN_FILES = ("checkpoints", "logs", "model.keras", "metrics.json", "config.json", "loss.png")
 
 
+def _shard_by_data(dataset):
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def _local_nll(model, dataset):
+    """``(summed NLL, tokens)`` of ``model`` over ``dataset``'s ``(x, y)`` batches, outside any strategy."""
+    ppl = Perplexity()
+    step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    for x, y in dataset:
+        ppl.update_state(y, step(x))
+    return float(ppl.total.numpy()), float(ppl.count.numpy())
+
+
 def _carry_state(model, cfg, strategy, epoch, state, done):
     """Makes ``model`` carry its recurrent state across training windows (restored from a checkpoint's
     ``state`` when resuming)."""
@@ -380,13 +399,16 @@ def _carry_state(model, cfg, strategy, epoch, state, done):
         carry.position.assign(done)    # (a run that checkpointed before any step: zeros at this position)
 
 
-def _start_or_resume(cfg):
+def _start_or_resume(cfg, writer=True):
     """Prepares ``cfg.out`` and returns the checkpoint to resume from, ``(model, state)``, or None.
 
     Raises ValueError when the directory holds checkpoints that this call may not use: settings that
     differ from the run's ``config.json``, ``resume=False``, or more steps done than asked for.
+    ``writer=False`` (a multi-worker run's other workers) only reads what the chief wrote.
     """
     ckpt_dir = os.path.join(cfg.out, "checkpoints")
+    if not writer:
+        return None if cfg.overwrite or not has_checkpoint_files(ckpt_dir) else _resumable(cfg, ckpt_dir)
     os.makedirs(cfg.out, exist_ok=True)      # an unusable out fails here, before any work
     if cfg.overwrite:
         for name in _RUN_FILES:
@@ -399,6 +421,11 @@ def _start_or_resume(cfg):
     remove_stale_temporaries(ckpt_dir)
     if not has_checkpoint_files(ckpt_dir):
         return None
+    return _resumable(cfg, ckpt_dir)
+
+
+def _resumable(cfg, ckpt_dir):
+    """The checkpoint in ``ckpt_dir`` and the run's settings, when this call may resume it."""
     if not cfg.resume:
         raise ValueError(f"{cfg.out} holds checkpoints of an earlier run; pass resume=True (--resume true) to "
                          "continue it or overwrite=True (--overwrite) to start over")
@@ -426,8 +453,22 @@ def _start_or_resume(cfg):
 
 def _run(cfg, model, tokenizer, callbacks, bf16):
     strategy = make_strategy(cfg.strategy)
-    ckpt_dir = os.path.join(cfg.out, "checkpoints")
-    resumed = _start_or_resume(cfg)
+    chief = is_chief(strategy)
+    # Under a multi-worker strategy every worker trains and saves (saving may take part in collectives), but
+    # only the chief writes into out; the others resume from the chief's checkpoints (out must be a path all
+    # workers share) and write into a temporary directory, deleted at the end.
+    scratch = None if chief else tempfile.mkdtemp(prefix=".keraslm-worker-")
+    try:
+        return _run_here(cfg, model, tokenizer, callbacks, bf16, strategy, scratch)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_here(cfg, model, tokenizer, callbacks, bf16, strategy, scratch):
+    out = cfg.out if scratch is None else scratch
+    ckpt_dir = os.path.join(out, "checkpoints")
+    resumed = _start_or_resume(cfg, writer=scratch is None)
     state = {}
     with strategy.scope():
         if resumed is not None:
@@ -452,9 +493,13 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
     if done >= cfg.steps:
         log.info("%s already trained for %d steps", cfg.out, done)
     train_from, val_ds, full_val = _datasets(cfg, tokenizer, tokens)
+    workers = is_multi_worker(strategy)
+    if workers:  # each worker's pipeline keeps its own part of every global batch (tf.data autosharding by data)
+        train_from = (lambda from_step, make=train_from: _shard_by_data(make(from_step)))
+        val_ds = _shard_by_data(val_ds.take(max(cfg.eval_steps, 1))) if val_ds is not None else None
     epoch_steps = min(cfg.checkpoint_every, cfg.steps)  # one Keras epoch per checkpoint interval
-    os.makedirs(os.path.join(cfg.out, "logs"), exist_ok=True)
-    atomic_write_json(os.path.join(cfg.out, "config.json"), record)   # only settings that apply to the run
+    os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+    atomic_write_json(os.path.join(out, "config.json"), record)   # only settings that apply to the run
     throughput = _Throughput(cfg.batch_size * cfg.block_size, epoch_steps)
     diverged = _StopOnNonFinite()
     callbacks = [
@@ -509,6 +554,11 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
                                   block_size=cfg.block_size)
         loss = total / count
         metrics.update(val_loss=loss, val_perplexity=math.exp(loss), val_bits_per_token=loss / math.log(2))
+    elif full_val is not None and workers:
+        # (a plain loop on this worker's copy of the weights: Keras' evaluate would all-reduce uneven batches)
+        total, count = _local_nll(model, full_val)
+        metrics.update(val_loss=total / count, val_perplexity=math.exp(total / count),
+                       val_bits_per_token=total / count / math.log(2))
     elif full_val is not None:
         with warnings.catch_warnings():  # the split ends inside a multi-step call: expected, not a problem
             warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -520,7 +570,7 @@ def _run(cfg, model, tokenizer, callbacks, bf16):
         # float32 already), so generation gets the fused float32 decoding step. checkpoints/last.keras
         # keeps the mixed model and its optimizer for resuming.
         model = float32_copy(model)
-    atomic_save_model(model, os.path.join(cfg.out, "model.keras"))
-    atomic_write_json(os.path.join(cfg.out, "metrics.json"), metrics)
-    run_log.plot(os.path.join(cfg.out, "loss.png"))
+    atomic_save_model(model, os.path.join(out, "model.keras"))
+    atomic_write_json(os.path.join(out, "metrics.json"), metrics)
+    run_log.plot(os.path.join(out, "loss.png"))
     return {**metrics, "model": model}

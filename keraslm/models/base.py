@@ -5,8 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keraslm.models.multi_worker import MultiWorkerFit
 
-class CausalLM(keras.Model):
+
+class CausalLM(MultiWorkerFit, keras.Model):
     """Base class of the language models.
 
     A model maps token ids to next-token logits, ``call(token_ids [B, T]) ->
@@ -24,7 +26,9 @@ class CausalLM(keras.Model):
       gathers its rows, which makes new buffers).
 
     ``features(token_ids)`` returns the final hidden states ``[B, T, C]`` (used
-    by :class:`~keraslm.models.SequenceClassifier`).
+    by :class:`~keraslm.models.SequenceClassifier`); ``head_layers()`` lists the
+    layers that only ``logits_from_features`` uses, which a model built on
+    ``features`` leaves untrained.
 
     The optional ``tokenizer`` (a keraslm tokenizer layer) is saved and restored
     with the model, so a ``.keras`` file is all that generation needs.
@@ -42,6 +46,11 @@ class CausalLM(keras.Model):
 
     def logits_from_features(self, x):
         raise NotImplementedError
+
+    def head_layers(self):
+        """The layers that only :meth:`logits_from_features` uses (an untied output projection), not
+        :meth:`features`; default none."""
+        return []
 
     def init_cache(self, batch_size, max_length):
         raise NotImplementedError
