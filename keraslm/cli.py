@@ -120,7 +120,9 @@ def build_parser():
     p = sub.add_parser("evaluate", help="loss / perplexity / bits per token on held-out text")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="text files, globs or a built-in dataset")
-    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default: 16)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="windows per batch (default: 16); for a recurrent model, whose state is carried across "
+                        "the text, the number of contiguous streams (default: 1)")
     p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's context)")
 
     p = sub.add_parser("generate", help="sample text from a model")

@@ -77,15 +77,16 @@ def stream_nll(model, tokens, *, batch_size=1, block_size=35, max_batches=0):
     return total, count
 
 
-def evaluate(model, data, *, block_size=None, batch_size=16, max_batches=0, stateful=None):
+def evaluate(model, data, *, block_size=None, batch_size=None, max_batches=0, stateful=None):
     """Loss, perplexity per token and per word, bits per token and per character, OOV rate of ``model`` on text.
 
     Args:
         model: a model or a path accepted by :func:`load_model`.
         data: text files or globs (evaluated whole).
         block_size: window length (default: the model's max_length; recurrent models 35, others 128).
-        batch_size: windows per batch; with ``stateful``, the number of contiguous streams (1: the
-            state crosses the whole text; more: ``batch_size - 1`` more resets, faster).
+        batch_size: windows per batch (default 16); with ``stateful``, the number of contiguous streams
+            (default 1: the state crosses the whole text, as published figures are measured; more:
+            ``batch_size - 1`` more resets, faster).
         max_batches: stop after this many batches (0 = all).
         stateful: carry the recurrent state from window to window (default: for models that can,
             ``RecurrentLM``); False: independent windows, each from a zero state.
@@ -111,6 +112,7 @@ def evaluate(model, data, *, block_size=None, batch_size=16, max_batches=0, stat
         raise ValueError(f"stateful evaluation carries a recurrent state; {type(model).__name__} has none "
                          "(pass stateful=False)")
     block_size = block_size or model.max_length or (35 if can_carry else 128)
+    batch_size = positive_int("batch_size", batch_size if batch_size is not None else (1 if stateful else 16))
     corpus = Corpus.from_source(data)
     chars = n_tok = unknown = words = 0
     pieces = []
