@@ -20,6 +20,7 @@
 
 namespace keraslm {
 namespace {
+namespace attention_lowering {  // a namespace per file: the lowerings are compiled as one unit
 
 namespace ffi = xla::ffi;
 
@@ -182,8 +183,9 @@ const bool registered =
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kForwardTarget, "Host", keraslm_attention_forward_ffi) == nullptr &&
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kBackwardTarget, "Host", keraslm_attention_backward_ffi) == nullptr;
 
+}  // namespace attention_lowering
 }  // namespace
 
-bool attention_xla_lowering_registered() { return registered; }
+bool attention_xla_lowering_registered() { return attention_lowering::registered; }
 
 }  // namespace keraslm

@@ -23,6 +23,7 @@
 
 namespace keraslm {
 namespace {
+namespace decoder_step_lowering {  // a namespace per file: the lowerings are compiled as one unit
 
 namespace ffi = xla::ffi;
 
@@ -126,8 +127,9 @@ REGISTER_KERNEL_BUILDER(Name("Keraslm>DecoderBlockStep").Device(tensorflow::DEVI
 const bool registered = ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kTarget, "Host",
                                                         keraslm_decoder_block_step_ffi) == nullptr;
 
+}  // namespace decoder_step_lowering
 }  // namespace
 
-bool decoder_block_step_xla_lowering_registered() { return registered; }
+bool decoder_block_step_xla_lowering_registered() { return decoder_step_lowering::registered; }
 
 }  // namespace keraslm

@@ -17,6 +17,7 @@
 
 namespace keraslm {
 namespace {
+namespace layer_norm_lowering {  // a namespace per file: the lowerings are compiled as one unit
 
 namespace ffi = xla::ffi;
 
@@ -142,8 +143,9 @@ const bool registered =
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kForwardTarget, "Host", keraslm_layer_norm_forward_ffi) == nullptr &&
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kBackwardTarget, "Host", keraslm_layer_norm_backward_ffi) == nullptr;
 
+}  // namespace layer_norm_lowering
 }  // namespace
 
-bool layer_norm_xla_lowering_registered() { return registered; }
+bool layer_norm_xla_lowering_registered() { return layer_norm_lowering::registered; }
 
 }  // namespace keraslm

@@ -17,6 +17,7 @@
 
 namespace keraslm {
 namespace {
+namespace linear_lowering {  // a namespace per file: the lowerings are compiled as one unit
 
 namespace ffi = xla::ffi;
 
@@ -65,8 +66,9 @@ REGISTER_KERNEL_BUILDER(Name("Keraslm>Linear").Device(tensorflow::DEVICE_CPU_XLA
 const bool registered =
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kTarget, "Host", keraslm_linear_ffi) == nullptr;
 
+}  // namespace linear_lowering
 }  // namespace
 
-bool linear_xla_lowering_registered() { return registered; }
+bool linear_xla_lowering_registered() { return linear_lowering::registered; }
 
 }  // namespace keraslm

@@ -19,6 +19,7 @@
 
 namespace keraslm {
 namespace {
+namespace matmul_bf16_lowering {  // a namespace per file: the lowerings are compiled as one unit
 
 namespace ffi = xla::ffi;
 
@@ -77,8 +78,9 @@ REGISTER_KERNEL_BUILDER(Name("Keraslm>MatmulBf16").Device(tensorflow::DEVICE_CPU
 const bool registered =
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kTarget, "Host", keraslm_matmul_bf16_ffi) == nullptr;
 
+}  // namespace matmul_bf16_lowering
 }  // namespace
 
-bool matmul_bf16_xla_lowering_registered() { return registered; }
+bool matmul_bf16_xla_lowering_registered() { return matmul_bf16_lowering::registered; }
 
 }  // namespace keraslm

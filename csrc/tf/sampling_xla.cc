@@ -22,6 +22,7 @@
 
 namespace keraslm {
 namespace {
+namespace sampling_lowering {  // a namespace per file: the lowerings are compiled as one unit
 
 namespace ffi = xla::ffi;
 
@@ -95,8 +96,9 @@ REGISTER_KERNEL_BUILDER(Name("Keraslm>Sample").Device(tensorflow::DEVICE_CPU_XLA
 const bool registered =
     ffi::Ffi::RegisterStaticHandler(XLA_FFI_GetApi(), kTarget, "Host", keraslm_sample_ffi) == nullptr;
 
+}  // namespace sampling_lowering
 }  // namespace
 
-bool sample_xla_lowering_registered() { return registered; }
+bool sample_xla_lowering_registered() { return sampling_lowering::registered; }
 
 }  // namespace keraslm
