@@ -24,6 +24,17 @@ def median_time(fn, repeats=7, warmup=2, min_time=0.0):
     return statistics.median(times)
 
 
+def copy_bandwidth(gib=1.0, repeats=5):
+    """Bytes moved per second (read + write) by a numpy copy of a ``gib``-GiB float32 array: the memory
+    bandwidth a kernel that streams its operands once can hope for."""
+    import numpy as np
+
+    src = np.ones(int(gib * 2**30) // 4, np.float32)
+    dst = np.empty_like(src)
+    seconds = median_time(lambda: np.copyto(dst, src), repeats, warmup=1)
+    return 2 * src.nbytes / seconds
+
+
 def cpu_model():
     """The CPU's model name (lscpu, else /proc/cpuinfo, else platform)."""
     try:

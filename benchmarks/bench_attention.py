@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keraslm  # noqa: E402
-from _common import header, median_time  # noqa: E402
+from _common import copy_bandwidth, header, median_time  # noqa: E402
 
 B, H, D = 4, 8, 64
 
@@ -159,13 +159,20 @@ def bench_decode(caches, repeats, steps=50):
 
     paths = {"keraslm op": looped("custom", False), "pure TF": looped("reference", False),
              "pure TF + XLA": looped("reference", True)}
+    bandwidth = copy_bandwidth()
+    print(f"# copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy of 1 GiB, read + write bytes); a call reads "
+          "every live key and value once, so 'GB/s' below is those bytes over the op's time")
     for S in caches:
         q = tf.constant(rng.standard_normal((1, 1, H, D)).astype(np.float32))
         k, v = (tf.constant(rng.standard_normal((1, S, H, D)).astype(np.float32)) for _ in range(2))
         row = {name: median_time(lambda: fn(q, k, v).numpy(), repeats) / steps for name, fn in paths.items()}
         ours = row["keraslm op"]
-        print(f"cache={S:5d}  " + "  ".join(f"{n}: {t * 1e6:8.1f} us (x{t / ours:4.2f})" for n, t in row.items()))
+        rate = 2 * S * H * D * 4 / ours
+        print(f"cache={S:5d}  keraslm op {rate / 1e9:5.1f} GB/s ({rate / bandwidth:4.0%} of copy)  "
+              + "  ".join(f"{n}: {t * 1e6:8.1f} us (x{t / ours:4.2f})" for n, t in row.items()))
         res[S] = {k: t * 1e6 for k, t in row.items()}
+        res[S]["keraslm_gb_per_s"] = rate / 1e9
+    res["copy_gb_per_s"] = bandwidth / 1e9
     return res
 
 

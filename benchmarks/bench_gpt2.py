@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _common import cpu_model, header, median_time  # noqa: E402
+from _common import copy_bandwidth, cpu_model, header, median_time  # noqa: E402
 
 from keraslm import ops  # noqa: E402
 from keraslm.convert import load_hf_gpt2  # noqa: E402
@@ -50,14 +50,6 @@ from keraslm.training import TrainConfig, compile_model  # noqa: E402
 V, LAYERS, HEADS, WIDTH, CONTEXT = 50257, 12, 12, 768, 1024
 PROMPT, NEW = 64, 128
 TRAIN_BATCH, TRAIN_T = 4, 256
-
-
-def copy_bandwidth(gib=1.0, repeats=5):
-    """Bytes moved per second (read + write) by a numpy copy of a ``gib``-GiB float32 array."""
-    src = np.ones(int(gib * 2**30) // 4, np.float32)
-    dst = np.empty_like(src)
-    seconds = median_time(lambda: np.copyto(dst, src), repeats, warmup=1)
-    return 2 * src.nbytes / seconds
 
 
 def save_hf(directory):

@@ -3,9 +3,10 @@
 // Prefill / training (Tq > kDecodeRows): one work unit per (b, h, query tile)
 // runs a flash-attention style online softmax over key tiles; scratch is a
 // few tiles per thread, never a Tq x Tk buffer.
-// Decode (Tq <= kDecodeRows): the keys of each (b, h) are split across
-// threads, each split keeps (max, sum, output) partials, and a second pass
-// combines them, so one-token decode uses every core.
+// Decode (Tq <= kDecodeRows): the keys of each (b, query row) are split across
+// threads; a split reads its K and V rows whole (every head at once), keeps
+// (max, sum, output) partials per head, and a second pass combines them, so
+// one-token decode uses every core and streams through the cache.
 //
 // Non-finite inputs: a NaN score (or +inf, whose exp2(x - max) is NaN) that a
 // row can see makes the row's output and log-sum-exp NaN, as in the reference;
@@ -169,53 +170,97 @@ inline void axpy(float a, const float* x, float* y, int64_t D) {
   for (; d < D; ++d) y[d] += a * x[d];
 }
 
-// Decode: partial softmax of query row i over keys [k0, k1) into part =
-// {max (log2 units), sum, o[D]}.
-void decode_partial(const AttentionParams& p, int64_t b, int64_t h, int64_t i, int64_t k0, int64_t k1,
-                    float* qs, float* sc, float* part) {
-  const int64_t D = p.D, hk = h / (p.H / p.Hkv);
-  const float* q = row(p.q, p.q_stride, b, i, h);
-  for (int64_t d = 0; d < D; ++d) qs[d] = q[d] * p.scale * kLog2e;
-  float m = -kInf, l = 0.f;
-  float* o = part + 2;
-  std::fill(o, o + D, 0.f);
+// Decode: partial softmaxes of query row i, for every head, over keys [k0, k1).
+// The K and V rows are read whole, in order: each key row holds every kv head
+// (a cache row), so the reads stream through memory instead of visiting one
+// head's slice of each row at the stride of the whole row, H times over.
+// part + h * head_stride = {max (log2 units), sum, o[D]} of head h.
+struct DecodeScratch {
+  std::vector<float> qs, sc, o, m, l;
+  DecodeScratch(int64_t H, int64_t D) : qs(H * D), sc(H * BC), o(H * D), m(H), l(H) {}
+};
+
+void decode_partial(const AttentionParams& p, int64_t b, int64_t i, int64_t k0, int64_t k1, DecodeScratch& s,
+                    float* part, int64_t head_stride) {
+  const int64_t D = p.D, H = p.H, G = p.H / p.Hkv;
+  float* qs = s.qs.data();
+  float* o = s.o.data();
+  for (int64_t h = 0; h < H; ++h) {
+    const float* q = row(p.q, p.q_stride, b, i, h);
+    for (int64_t d = 0; d < D; ++d) qs[h * D + d] = q[d] * p.scale * kLog2e;
+    s.m[h] = -kInf, s.l[h] = 0.f;
+  }
+  std::fill(o, o + H * D, 0.f);
   for (int64_t j0 = k0; j0 < k1; j0 += BC) {
     const int64_t nc = std::min<int64_t>(BC, k1 - j0);
-    auto key = [&](int64_t c) { return row(p.k, p.k_stride, b, j0 + c, hk); };
+    auto key = [&](int64_t c, int64_t h) { return row(p.k, p.k_stride, b, j0 + c, h / G); };
+    auto value = [&](int64_t c, int64_t h) { return row(p.v, p.v_stride, b, j0 + c, h / G); };
+    // Scores, four keys at a time for every head (rows c..c+3 are read once, whole).
     int64_t c = 0;
-    for (; c + 4 <= nc; c += 4) dot4(qs, key(c), key(c + 1), key(c + 2), key(c + 3), D, sc + c);
-    for (; c < nc; ++c) sc[c] = dot(qs, key(c), D);
-    float cmax = -kInf;
-    for (c = 0; c < nc; ++c) cmax = std::max(cmax, sc[c]);
-    for (int64_t c = nc; c < BC; ++c) sc[c] = -kInf;
-    const float m_new = std::max(m, cmax);  // (std::max skips NaN scores: their e below is NaN)
-    const float m_safe = m_new == -kInf ? 0.f : m_new;
-    const float alpha = m == -kInf ? 0.f : std::exp2(m - m_safe);
-    vf sum{};
-    for (int64_t c = 0; c < BC; c += W) {
-      const vf e = vexp2_keep_nan(vload(sc + c) - m_safe);
-      vstore(sc + c, e);
-      sum += e;
+    for (; c + 4 <= nc; c += 4)
+      for (int64_t h = 0; h < H; ++h)
+        dot4(qs + h * D, key(c, h), key(c + 1, h), key(c + 2, h), key(c + 3, h), D, s.sc.data() + h * BC + c);
+    for (; c < nc; ++c)
+      for (int64_t h = 0; h < H; ++h) s.sc[h * BC + c] = dot(qs + h * D, key(c, h), D);
+    // Each head's online-softmax update; o(h) *= alpha(h).
+    for (int64_t h = 0; h < H; ++h) {
+      float* sc = s.sc.data() + h * BC;
+      float cmax = -kInf;
+      for (c = 0; c < nc; ++c) cmax = std::max(cmax, sc[c]);
+      for (c = nc; c < BC; ++c) sc[c] = -kInf;
+      const float m = s.m[h], m_new = std::max(m, cmax);  // (std::max skips NaN scores: their e is NaN)
+      const float m_safe = m_new == -kInf ? 0.f : m_new;
+      const float alpha = m == -kInf ? 0.f : std::exp2(m - m_safe);
+      vf sum{};
+      for (c = 0; c < BC; c += W) {
+        const vf e = vexp2_keep_nan(vload(sc + c) - m_safe);
+        vstore(sc + c, e);
+        sum += e;
+      }
+      s.l[h] = s.l[h] * alpha + hsum(sum);
+      s.m[h] = m_new;
+      float* oh = o + h * D;
+      const vf av = vset1(alpha);
+      int64_t d = 0;
+      for (; d + W <= D; d += W) vstore(oh + d, vload(oh + d) * av);
+      for (; d < D; ++d) oh[d] *= alpha;
     }
-    l = l * alpha + hsum(sum);
-    // o = alpha o + sum_c e_c v_c, one W-wide column block at a time so that
-    // the block stays in a register across the keys.
-    auto value = [&](int64_t c) { return row(p.v, p.v_stride, b, j0 + c, hk); };
-    int64_t d = 0;
-    for (; d + W <= D; d += W) {
-      vf acc = vload(o + d) * alpha;
-      for (c = 0; c < nc; ++c) acc += vset1(sc[c]) * vload(value(c) + d);
-      vstore(o + d, acc);
-    }
-    for (; d < D; ++d) {
-      float acc = o[d] * alpha;
-      for (c = 0; c < nc; ++c) acc += sc[c] * value(c)[d];
-      o[d] = acc;
-    }
-    m = m_new;
+    // o(h) += sum_c e(h, c) v(c, h), four value rows at a time, each read once, whole; the terms are
+    // added in key order.
+    c = 0;
+    for (; c + 4 <= nc; c += 4)
+      for (int64_t h = 0; h < H; ++h) {
+        const float* e = s.sc.data() + h * BC + c;
+        const vf e0 = vset1(e[0]), e1 = vset1(e[1]), e2 = vset1(e[2]), e3 = vset1(e[3]);
+        const float *v0 = value(c, h), *v1 = value(c + 1, h), *v2 = value(c + 2, h), *v3 = value(c + 3, h);
+        float* oh = o + h * D;
+        int64_t d = 0;
+        for (; d + W <= D; d += W) {
+          vf acc = vload(oh + d);
+          acc += e0 * vload(v0 + d);
+          acc += e1 * vload(v1 + d);
+          acc += e2 * vload(v2 + d);
+          acc += e3 * vload(v3 + d);
+          vstore(oh + d, acc);
+        }
+        for (; d < D; ++d) {
+          float acc = oh[d];
+          acc += e[0] * v0[d];
+          acc += e[1] * v1[d];
+          acc += e[2] * v2[d];
+          acc += e[3] * v3[d];
+          oh[d] = acc;
+        }
+      }
+    for (; c < nc; ++c)
+      for (int64_t h = 0; h < H; ++h) axpy(s.sc[h * BC + c], value(c, h), o + h * D, D);
   }
-  part[0] = m;
-  part[1] = l;
+  for (int64_t h = 0; h < H; ++h) {
+    float* out = part + h * head_stride;
+    out[0] = s.m[h];
+    out[1] = s.l[h];
+    std::copy(o + h * D, o + (h + 1) * D, out + 2);
+  }
 }
 
 void forward_decode(const AttentionParams& p, const Parallel& host_par) {
@@ -231,20 +276,21 @@ void forward_decode(const AttentionParams& p, const Parallel& host_par) {
   work *= p.H * p.Tq * D;  // multiply-adds of q.k and p.v, about
   // Below ~20 us of work, handing units to other threads costs more than it saves.
   const Parallel& par = work < (1 << 18) ? Parallel::serial() : host_par;
-  // Split the keys so that there are a few units per thread, each >= 256 keys.
-  const int64_t want = (4 * par.num_threads + rows - 1) / rows;
+  // A unit is one query row of one batch row over a split of the keys, every head at once. Split the
+  // keys so that there are a few units per thread, each >= 256 keys; one thread splits nothing.
+  const int64_t queries = p.B * p.Tq;
+  const int64_t want = par.num_threads <= 1 ? 1 : (4 * par.num_threads + queries - 1) / queries;
   const int64_t nsplit = std::max<int64_t>(1, std::min(want, (live + 255) / 256));
   const int64_t chunk = std::max<int64_t>(BC, round_up((live + nsplit - 1) / nsplit, BC));
-  std::vector<float> parts(rows * nsplit * (D + 2));
-  // Unit order (b, h, i, split): consecutive units share K/V rows in cache.
-  par(rows * nsplit, chunk * D * 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> qs(D), sc(BC);
+  std::vector<float> parts(rows * nsplit * (D + 2));  // [B, H, Tq, nsplit, D + 2]
+  par(queries * nsplit, chunk * p.H * D * 4, [&](int64_t begin, int64_t end) {
+    DecodeScratch s(p.H, D);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t sp = u % nsplit, r = u / nsplit;
-      const int64_t i = r % p.Tq, h = (r / p.Tq) % p.H, b = r / (p.Tq * p.H);
+      const int64_t sp = u % nsplit, i = u / nsplit % p.Tq, b = u / (nsplit * p.Tq);
       const int64_t kend = key_end(p, b, i);
       const int64_t k0 = std::min(sp * chunk, kend), k1 = std::min(k0 + chunk, kend);
-      decode_partial(p, b, h, i, k0, k1, qs.data(), sc.data(), &parts[u * (D + 2)]);
+      decode_partial(p, b, i, k0, k1, s, &parts[((b * p.H * p.Tq + i) * nsplit + sp) * (D + 2)],
+                     p.Tq * nsplit * (D + 2));
     }
   });
   // Combine the splits of each row.
