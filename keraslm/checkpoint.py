@@ -20,7 +20,7 @@ from keraslm.atomic import atomic_write, atomic_write_json, remove_stale_tempora
 
 log = logging.getLogger("keraslm")
 
-DEFAULT_MODEL = "shakespeare-nano"
+DEFAULT_MODEL = "shakespeare-char"
 
 
 def atomic_save_model(model, path):

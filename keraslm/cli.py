@@ -28,6 +28,9 @@ USAGE_EXAMPLES = """examples:
   keraslm plot runs/nano runs/ft --out curves.png
 """
 
+# The shipped default model's name (keraslm.checkpoint.DEFAULT_MODEL: importing that module imports TensorFlow,
+# which --help does not wait for).
+DEFAULT_MODEL_HELP = " (default: the shipped shakespeare-char model)"
 MODEL_HELP = ("a keraslm run directory or .keras file, a Hugging Face or keras-hub GPT-2 directory, or a nanoGPT "
               "ckpt.pt")
 
@@ -118,7 +121,7 @@ def build_parser():
     _add_train_flags(p)
 
     p = sub.add_parser("evaluate", help="loss / perplexity / bits per token on held-out text")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--model", default=None, help=MODEL_HELP + DEFAULT_MODEL_HELP)
     p.add_argument("--data", nargs="+", required=True, metavar="FILE", help="text files, globs or a built-in dataset")
     p.add_argument("--batch-size", type=int, default=None,
                    help="windows per batch (default: 16); for a recurrent model, whose state is carried across "
@@ -126,7 +129,7 @@ def build_parser():
     p.add_argument("--block-size", type=int, default=None, help="window length (default: the model's context)")
 
     p = sub.add_parser("generate", help="sample text from a model")
-    p.add_argument("--model", default=None, help=MODEL_HELP + " (default: the shipped shakespeare-nano model)")
+    p.add_argument("--model", default=None, help=MODEL_HELP + DEFAULT_MODEL_HELP)
     p.add_argument("--prompt", action="append", default=None, help="prompt text (repeat for several)")
     p.add_argument("--prompt-file", action="append", default=None, metavar="FILE",
                    help="a file whose whole text is one prompt (repeat for several)")
@@ -134,7 +137,7 @@ def build_parser():
 
     p = sub.add_parser("export", help="write a SavedModel for TF Serving (a language model: text in, text out; "
                        "a SequenceClassifier: text in, class probabilities out)")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--model", default=None, help=MODEL_HELP + DEFAULT_MODEL_HELP)
     p.add_argument("--out", required=True, metavar="EXPORT_BASE",
                    help="the model's base directory (TF Serving's model_base_path); writes EXPORT_BASE/<version>")
     p.add_argument("--version", type=int, default=None, help="version number (default: 1 + the highest existing)")
@@ -168,10 +171,17 @@ def _train(args):
     print(json.dumps(result, indent=1))
 
 
+def _model_path(args):
+    """The --model path, or the shipped default model's when none is given."""
+    from keraslm.checkpoint import default_model_path
+
+    return default_model_path() if args.model is None else args.model
+
+
 def _evaluate(args):
     from keraslm.evaluation import evaluate
 
-    print(json.dumps(evaluate(args.model, args.data, block_size=args.block_size, batch_size=args.batch_size),
+    print(json.dumps(evaluate(_model_path(args), args.data, block_size=args.block_size, batch_size=args.batch_size),
                      indent=1))
 
 
@@ -188,11 +198,11 @@ def _prompts(args):
 
 def _generate(args):
     """Writes each prompt followed by its continuation (streamed as it is generated, for one sample)."""
-    from keraslm.checkpoint import default_model_path, load_model
+    from keraslm.checkpoint import load_model
     from keraslm.validation import positive_int
 
     positive_int("num_samples", args.num_samples)
-    model = load_model(default_model_path() if args.model is None else args.model)
+    model = load_model(_model_path(args))
     settings = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
                     repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop)
     first = True
@@ -253,7 +263,7 @@ def _export(args):
     from keraslm.export import export, export_classifier
     from keraslm.models import SequenceClassifier
 
-    model = load_model(args.model)
+    model = load_model(_model_path(args))
     if isinstance(model, SequenceClassifier):
         if args.max_new_tokens_limit is not None:
             raise ValueError("--max-new-tokens-limit is for a language model; this model is a classifier")

@@ -53,6 +53,17 @@ def test_version_and_presets():
     assert "0.82M parameters" in r.stdout and "124.44M parameters" in r.stdout
 
 
+def test_model_defaults_to_the_shipped_model():
+    from keraslm.checkpoint import DEFAULT_MODEL, default_model_path
+    from keraslm.cli import DEFAULT_MODEL_HELP
+
+    assert f"the shipped {DEFAULT_MODEL} model" in DEFAULT_MODEL_HELP
+    assert os.path.isfile(default_model_path()) and DEFAULT_MODEL in default_model_path()
+    parser = build_parser()
+    for command in (["generate"], ["evaluate", "--data", "x.txt"], ["export", "--out", "exports"]):
+        assert parser.parse_args(command).model is None, command   # resolved to default_model_path()
+
+
 def test_generate_prints_text_only(tmp_path):
     r = _cli("generate", "--prompt", "ROMEO:", "--max-new-tokens", "12", "--seed", "3")
     assert r.returncode == 0, r.stderr[-2000:]
