@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,7 +70,6 @@ def parse_args(argv=None):
     ap.add_argument("--json", default="", help="also write the numbers to this JSON file")
     # hidden: one worker of the all-reduce timing cluster
     ap.add_argument("--allreduce-worker", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--ports", default="", help=argparse.SUPPRESS)
     ap.add_argument("--result", default="", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -96,21 +94,6 @@ def _kill_children():
 def _on_signal(signum, frame):
     _kill_children()
     sys.exit(128 + signum)
-
-
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _tf_config(ports, index):
-    return json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                       "task": {"type": "worker", "index": index}})
 
 
 def _tail(path, chars=3000):
@@ -198,11 +181,12 @@ def train_single(args, work):
 
 def train_cluster(args, work, workers=2):
     out = os.path.join(work, "two")
-    ports = _free_ports(workers)
+    from keraslm.precision import loopback_cluster
+
     procs, logs = [], []
     t0 = time.perf_counter()
-    for index in range(workers):
-        env = dict(os.environ, TF_CONFIG=_tf_config(ports, index),
+    for index, tf_config in enumerate(loopback_cluster(workers)):
+        env = dict(os.environ, TF_CONFIG=tf_config,
                    KERASLM_COLLECTIVE_TIMEOUT=os.environ.get("KERASLM_COLLECTIVE_TIMEOUT", "120"))
         log = os.path.join(work, f"two-worker{index}.log")
         logs.append(log)
@@ -268,16 +252,17 @@ def allreduce_worker(args):
 
 
 def allreduce_cluster(args, work, workers=2):
-    ports = _free_ports(workers)
+    from keraslm.precision import loopback_cluster
+
     result = os.path.join(work, "allreduce.json")
     procs, logs = [], []
-    for index in range(workers):
-        env = dict(os.environ, TF_CONFIG=_tf_config(ports, index),
+    for index, tf_config in enumerate(loopback_cluster(workers)):
+        env = dict(os.environ, TF_CONFIG=tf_config,
                    KERASLM_COLLECTIVE_TIMEOUT=os.environ.get("KERASLM_COLLECTIVE_TIMEOUT", "120"))
         log = os.path.join(work, f"allreduce-worker{index}.log")
         logs.append(log)
         procs.append(_start([sys.executable, os.path.abspath(__file__), "--allreduce-worker", str(index),
-                             "--ports", ",".join(map(str, ports)), "--sizes", args.sizes,
+                             "--sizes", args.sizes,
                              "--repeats", str(args.repeats), "--result", result], log, env))
     _wait_all(procs, logs, f"{workers}-worker all-reduce", args.timeout)
     with open(result) as f:

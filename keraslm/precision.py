@@ -13,6 +13,7 @@ import os
 import tensorflow as tf
 
 from keraslm import ops
+from keraslm.validation import positive_int
 
 _MULTI_WORKER = []   # the process's MultiWorkerMirroredStrategy: TensorFlow allows one, made before any op runs
 
@@ -47,6 +48,25 @@ def make_strategy(name):
                                  "at startup and pass it as strategy") from None
         return _MULTI_WORKER[0]
     raise ValueError(f"strategy must be 'default', 'mirrored' or 'multi_worker', got {name!r}")
+
+
+def loopback_cluster(num_workers):
+    """``TF_CONFIG`` values (JSON strings), one per worker in index order (the chief first), of a
+    ``num_workers``-worker cluster on this machine's loopback, on ports free now: for trying multi-worker
+    training on one machine. Each worker process gets its own string as its ``TF_CONFIG``."""
+    import json
+    import socket
+
+    socks = [socket.socket() for _ in range(positive_int("num_workers", num_workers))]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        workers = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+            for index in range(len(workers))]
 
 
 def is_multi_worker(strategy):

@@ -5,7 +5,6 @@ mid-run (kill -9) resumes from the chief's last checkpoint to the same final wei
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 import keraslm
+from keraslm.precision import loopback_cluster
 
 TEXT = "".join(np.random.default_rng(11).choice(list("abcdefghij klmnop\n"), size=20_000))
 COMMON = ["--preset", "gpt-nano", "--batch-size", "8", "--block-size", "16", "--eval-steps", "1", "--log-every", "1",
@@ -21,24 +21,11 @@ COMMON = ["--preset", "gpt-nano", "--batch-size", "8", "--block-size", "16", "--
           "--model-args", json.dumps({"num_layers": 1, "num_heads": 2, "width": 16, "max_length": 16})]
 
 
-def _ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def _launch(args, log_dir, tag):
     """Starts a 2-worker cluster running ``keraslm train args``; returns the two processes (chief first)."""
-    ports = _ports(2)
     procs = []
-    for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                                     "task": {"type": "worker", "index": index}}),
-                   KERASLM_COLLECTIVE_TIMEOUT="60")
+    for index, tf_config in enumerate(loopback_cluster(2)):
+        env = dict(os.environ, TF_CONFIG=tf_config, KERASLM_COLLECTIVE_TIMEOUT="60")
         log = open(os.path.join(log_dir, f"{tag}-worker{index}.log"), "w")
         procs.append(subprocess.Popen([sys.executable, "-P", "-m", "keraslm", "train", *COMMON, *args, "--strategy",
                                        "multi_worker"], env=env, stdout=log, stderr=subprocess.STDOUT,
