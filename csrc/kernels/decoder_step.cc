@@ -8,6 +8,10 @@
 // has claimed, so a helper that starts late (or never) only means the others
 // do more of the work, and the result does not depend on who ran which chunk.
 //
+// At small batch sizes each product is split by rows of its weights (each
+// chunk streams one contiguous block) and a following phase adds the row
+// blocks' partial sums in block order; larger batches split by columns.
+//
 // Why: at batch 1 the step streams every weight once, and one core reads
 // memory at well under half the speed two cores do, while handing each
 // product to the thread pool separately costs more than it saves (about one
@@ -28,6 +32,16 @@ namespace {
 constexpr int64_t kColumnChunk = 64;  // columns per chunk of a product (whole vector panels)
 constexpr int64_t kKeySplit = 512;    // live keys per attention chunk (long caches are split and combined)
 constexpr int64_t kMaxSplits = 64;
+// Up to this batch, products are split by rows of w (linear_partial_rows: each chunk streams one
+// contiguous block of the weights) into at most kRowChunks partial sums, added up by a column-chunked
+// phase that follows; larger batches split by columns (w read once per 6 rows held in registers).
+constexpr int64_t kStreamBatch = 4;
+constexpr int64_t kRowChunks = 16;
+
+bool streams(const DecoderStepParams& p) { return p.B <= kStreamBatch; }
+
+// Rows of w per chunk of a row-split product with K rows: a multiple of 4, at most kRowChunks chunks.
+int64_t rows_per_chunk(int64_t K) { return std::max<int64_t>(4, ((K + kRowChunks - 1) / kRowChunks + 3) / 4 * 4); }
 
 // out[b] = (x[b] - mean) / sqrt(var + eps) * gamma (+ beta) for B rows of C.
 void layer_norm(const float* x, const float* gamma, const float* beta, float eps, int64_t B, int64_t C,
@@ -51,11 +65,6 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float eps
   }
 }
 
-inline float gelu_tanh(float v) {
-  constexpr float kC = 0.7978845608028654f;  // sqrt(2 / pi)
-  return 0.5f * v * (1.0f + std::tanh(kC * (v + 0.044715f * v * v * v)));
-}
-
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -68,11 +77,23 @@ struct alignas(64) Counter {
   char pad[64 - sizeof(std::atomic<int64_t>)];
 };
 
-constexpr int kPhases = 9;
+enum Phase {
+  kLn1, kQkv, kQkvSum, kCacheWrite, kAttention, kMerge, kO, kOSum, kLn2, kFc, kFcSum, kProj, kProjSum, kPhases
+};
+
+// One of the four products: out [B, N] = x [B, K] @ w [K, N] (+ bias), then an epilogue on columns [n0, n1).
+struct Product {
+  const float* x;
+  const float* w;
+  const uint16_t* w_bf16;
+  const float* bias;
+  int64_t K, N;
+  float* out;
+};
 
 class Step {
  public:
-  explicit Step(const DecoderStepParams& p) : p_(p) {
+  Step(const DecoderStepParams& p, int64_t team) : p_(p), stream_(streams(p)) {
     C_ = p.H * p.D;
     Q_ = (p.H + 2 * p.Hkv) * p.D;
     h_ = p.scratch;          // [B, C]  ln_1(x), later ln_2(x1)
@@ -85,11 +106,26 @@ class Step {
     for (int64_t b = 0; b < p.B; ++b) live = std::max<int64_t>(live, p.key_lengths[b]);
     splits_ = std::min(kMaxSplits, std::max<int64_t>(1, (live + kKeySplit - 1) / kKeySplit));
     span_ = (live + splits_ - 1) / splits_;
+    // Short caches: one attention chunk per row, or per group of kv heads when there are fewer rows
+    // than threads (every chunk is a call with its own set-up, so no more chunks than that).
+    groups_ = splits_ > 1 || p.B >= team ? 1 : std::min(p.Hkv, (team + p.B - 1) / p.B);
     part_out_ = f_ + p.B * p.F;                      // [B, splits, H, D] when split
     part_lse_ = part_out_ + p.B * splits_ * C_;     // [B, splits, H]
-    const int64_t chunks[kPhases] = {1, column_chunks(Q_), 1, p.B * (splits_ == 1 ? p.Hkv : splits_),
-                                     splits_ > 1 ? p.B : 0,
-                                     column_chunks(C_), 1, column_chunks(p.F), column_chunks(C_)};
+    rows_part_ = part_lse_ + p.B * splits_ * p.H;   // [kRowChunks, B, max(Q, F)] partial products
+    products_[0] = {h_, p.w_qkv, p.w_qkv_bf16, p.b_qkv, C_, Q_, qkv_};
+    products_[1] = {att_, p.w_o, p.w_o_bf16, p.b_o, C_, C_, x1_};
+    products_[2] = {h_, p.w_fc, p.w_fc_bf16, p.b_fc, C_, p.F, f_};
+    products_[3] = {f_, p.w_proj, p.w_proj_bf16, p.b_proj, p.F, C_, p.y};
+    auto product_chunks = [&](const Product& q) {
+      return stream_ ? (q.K + rows_per_chunk(q.K) - 1) / rows_per_chunk(q.K) : column_chunks(q.N);
+    };
+    auto sum_chunks = [&](const Product& q) { return stream_ ? column_chunks(q.N) : 0; };
+    const int64_t chunks[kPhases] = {
+        1, product_chunks(products_[0]), sum_chunks(products_[0]), 1,
+        p.B * groups_ * splits_, splits_ > 1 ? p.B : 0,
+        product_chunks(products_[1]), sum_chunks(products_[1]), 1,
+        product_chunks(products_[2]), sum_chunks(products_[2]),
+        product_chunks(products_[3]), sum_chunks(products_[3])};
     std::copy(chunks, chunks + kPhases, chunks_);
   }
 
@@ -111,29 +147,66 @@ class Step {
  private:
   static int64_t column_chunks(int64_t n) { return (n + kColumnChunk - 1) / kColumnChunk; }
 
-  // Columns of chunk c of a product x [B, K] @ w [K, N] (+ bias) -> out [B, N].
-  void product(const float* x, const float* w, const float* bias, int64_t K, int64_t N, float* out, int64_t c,
-               int64_t* n0, int64_t* n1) const {
+  LinearParams linear(const Product& q) const {
     LinearParams lp;
-    lp.M = p_.B; lp.K = K; lp.N = N;
-    lp.x = x; lp.w = w; lp.bias = bias; lp.out = out;
-    *n0 = c * kColumnChunk;
-    *n1 = std::min(N, *n0 + kColumnChunk);
-    linear_forward_columns(lp, *n0, *n1);
+    lp.M = p_.B; lp.K = q.K; lp.N = q.N;
+    lp.x = q.x; lp.w = q.w; lp.w_bf16 = q.w_bf16; lp.bias = q.bias; lp.out = q.out;
+    return lp;
+  }
+
+  // Chunk c of product q: its row block's partial sums (streaming; the epilogue then runs in the
+  // summing phase), or its columns with the bias and the epilogue.
+  template <class Epilogue>
+  void product(const Product& q, int64_t c, Epilogue epilogue) {
+    if (stream_) {
+      const int64_t rows = rows_per_chunk(q.K);
+      linear_partial_rows(linear(q), c * rows, std::min(q.K, (c + 1) * rows), rows_part_ + c * p_.B * q.N);
+      return;
+    }
+    const int64_t n0 = c * kColumnChunk, n1 = std::min(q.N, n0 + kColumnChunk);
+    linear_forward_columns(linear(q), n0, n1);
+    epilogue(n0, n1);
+  }
+
+  // Columns of chunk c of product q (streaming): the bias plus the row blocks' partials in block order,
+  // then the epilogue.
+  template <class Epilogue>
+  void sum(const Product& q, int64_t c, Epilogue epilogue) {
+    const int64_t n0 = c * kColumnChunk, n1 = std::min(q.N, n0 + kColumnChunk);
+    const int64_t blocks = (q.K + rows_per_chunk(q.K) - 1) / rows_per_chunk(q.K), BN = p_.B * q.N;
+    for (int64_t b = 0; b < p_.B; ++b) {
+      float* out = q.out + b * q.N;
+      for (int64_t n = n0; n < n1; ++n) out[n] = q.bias ? q.bias[n] : 0.f;
+      for (int64_t i = 0; i < blocks; ++i) {
+        const float* part = rows_part_ + i * BN + b * q.N;
+        for (int64_t n = n0; n < n1; ++n) out[n] += part[n];
+      }
+    }
+    epilogue(n0, n1);
   }
 
   void run(int phase, int64_t c) {
     const DecoderStepParams& p = p_;
     const int64_t B = p.B, C = C_, Q = Q_, F = p.F;
-    int64_t n0 = 0, n1 = 0;
+    auto none = [](int64_t, int64_t) {};
+    auto add_x = [&](int64_t n0, int64_t n1) {  // x1 = x + attention @ w_o (+ b_o)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t n = n0; n < n1; ++n) x1_[b * C + n] += p.x[b * C + n];
+    };
+    auto gelu = [&](int64_t n0, int64_t n1) {
+      for (int64_t b = 0; b < B; ++b) gelu_tanh_inplace(f_ + b * F + n0, n1 - n0);
+    };
+    auto add_x1 = [&](int64_t n0, int64_t n1) {  // y = x1 + gelu(...) @ w_proj (+ b_proj)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t n = n0; n < n1; ++n) p.y[b * C + n] += x1_[b * C + n];
+    };
     switch (phase) {
-      case 0:
+      case kLn1:
         layer_norm(p.x, p.ln1_gamma, p.ln1_beta, p.eps, B, C, h_);
         break;
-      case 1:
-        product(h_, p.w_qkv, p.b_qkv, C, Q, qkv_, c, &n0, &n1);
-        break;
-      case 2: {  // the new key and value into the caches
+      case kQkv: product(products_[0], c, none); break;
+      case kQkvSum: sum(products_[0], c, none); break;
+      case kCacheWrite: {  // the new key and value into the caches
         const int64_t row = p.Hkv * p.D;
         for (int64_t b = 0; b < B; ++b) {
           const int64_t at = (b * p.S + p.index[b]) * row;
@@ -142,10 +215,10 @@ class Step {
         }
         break;
       }
-      case 3: {  // keys [j0, j1) of row b for kv heads [g0, g1) and their query heads
+      case kAttention: {  // keys [j0, j1) of row b for kv heads [g0, g1) and their query heads
         // Long caches are split by keys with every head in a chunk (contiguous reads); short ones by
-        // kv head, so both threads still share the work.
-        const int64_t groups = splits_ == 1 ? p.Hkv : 1;
+        // row, and by groups of kv heads when the threads outnumber the rows.
+        const int64_t groups = groups_;
         const int64_t b = c / (groups * splits_), g = c / splits_ % groups, split = c % splits_;
         const int64_t g0 = g * p.Hkv / groups, g1 = (g + 1) * p.Hkv / groups;
         const int64_t G = p.H / p.Hkv, D = p.D;
@@ -177,7 +250,7 @@ class Step {
         }
         break;
       }
-      case 4: {  // row c: merge the key splits' softmaxes (weights exp(lse_i - lse))
+      case kMerge: {  // row c: merge the key splits' softmaxes (weights exp(lse_i - lse))
         const int64_t b = c, D = p.D;
         for (int64_t h = 0; h < p.H; ++h) {
           float m = -INFINITY;
@@ -197,30 +270,23 @@ class Step {
         }
         break;
       }
-      case 5:  // x1 = x + attention @ w_o (+ b_o)
-        product(att_, p.w_o, p.b_o, C, C, x1_, c, &n0, &n1);
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t n = n0; n < n1; ++n) x1_[b * C + n] += p.x[b * C + n];
-        break;
-      case 6:
+      case kO: product(products_[1], c, add_x); break;
+      case kOSum: sum(products_[1], c, add_x); break;
+      case kLn2:
         layer_norm(x1_, p.ln2_gamma, p.ln2_beta, p.eps, B, C, h_);
         break;
-      case 7:
-        product(h_, p.w_fc, p.b_fc, C, F, f_, c, &n0, &n1);
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t n = n0; n < n1; ++n) f_[b * F + n] = gelu_tanh(f_[b * F + n]);
-        break;
-      case 8:  // y = x1 + gelu(...) @ w_proj (+ b_proj)
-        product(f_, p.w_proj, p.b_proj, F, C, p.y, c, &n0, &n1);
-        for (int64_t b = 0; b < B; ++b)
-          for (int64_t n = n0; n < n1; ++n) p.y[b * C + n] += x1_[b * C + n];
-        break;
+      case kFc: product(products_[2], c, gelu); break;
+      case kFcSum: sum(products_[2], c, gelu); break;
+      case kProj: product(products_[3], c, add_x1); break;
+      case kProjSum: sum(products_[3], c, add_x1); break;
     }
   }
 
   const DecoderStepParams& p_;
-  int64_t C_ = 0, Q_ = 0, splits_ = 1, span_ = 0;
-  float *h_, *qkv_, *att_, *x1_, *lse_, *f_, *part_out_, *part_lse_;
+  const bool stream_;
+  int64_t C_ = 0, Q_ = 0, splits_ = 1, span_ = 0, groups_ = 1;
+  float *h_, *qkv_, *att_, *x1_, *lse_, *f_, *part_out_, *part_lse_, *rows_part_;
+  Product products_[4];
   int64_t chunks_[kPhases];
   Counter claimed_[kPhases], finished_[kPhases];
 };
@@ -230,12 +296,13 @@ class Step {
 int64_t decoder_step_scratch_floats(const DecoderStepParams& p) {
   const int64_t C = p.H * p.D, Q = (p.H + 2 * p.Hkv) * p.D;
   const int64_t splits = std::min(kMaxSplits, std::max<int64_t>(1, (p.S + kKeySplit - 1) / kKeySplit));
-  return p.B * (3 * C + Q + p.H + p.F + splits * (C + p.H));
+  const int64_t partials = streams(p) ? kRowChunks * p.B * std::max(Q, p.F) : 0;
+  return p.B * (3 * C + Q + p.H + p.F + splits * (C + p.H)) + partials;
 }
 
 void decoder_step_forward(const DecoderStepParams& p, const Parallel& par) {
-  Step step(p);
   const int64_t team = std::max(1, par.num_threads);
+  Step step(p, team);
   // A large cost per unit: one unit per thread.
   par(team, int64_t(1) << 30, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) step.participate();

@@ -18,6 +18,11 @@
 // step has their numerics; what it removes is the framework's per-op cost
 // (about 40 small ops per block and token).
 //
+// The four matrices may be given as bfloat16 instead (w_*_bf16, the values'
+// bit patterns; each product uses the bfloat16 one when it is set): an
+// opt-in for decoding, where reading the weights is the cost of a step.
+// Products accumulate in float32 either way.
+//
 // The kernel assumes valid inputs (0 <= index[b] < S, 0 <= key_lengths[b] <=
 // S, D <= kMaxHeadDim, H % Hkv == 0); the TF glue checks them.
 #pragma once
@@ -43,6 +48,7 @@ struct DecoderStepParams {
   const float *ln2_gamma = nullptr, *ln2_beta = nullptr;   // [C]
   const float *w_fc = nullptr, *b_fc = nullptr;            // [C, F], [F]
   const float *w_proj = nullptr, *b_proj = nullptr;        // [F, C], [C]
+  const uint16_t *w_qkv_bf16 = nullptr, *w_o_bf16 = nullptr, *w_fc_bf16 = nullptr, *w_proj_bf16 = nullptr;
   float* y = nullptr;                     // [B, C]
   float* scratch = nullptr;               // decoder_step_scratch_floats(*this) floats
 };

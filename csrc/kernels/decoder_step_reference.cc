@@ -7,6 +7,7 @@
 // decoder_step_forward to it.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -29,14 +30,23 @@ void layer_norm_row(const std::vector<double>& x, const float* gamma, const floa
   for (int64_t c = 0; c < C; ++c) out[c] = (x[c] - mean) * rstd * gamma[c] + (beta ? beta[c] : 0.0);
 }
 
+// w[i]: the float32 weight, or the bfloat16 one (its bits are a float32's upper half) when given.
+double weight(const float* w, const uint16_t* w_bf16, int64_t i) {
+  if (!w_bf16) return w[i];
+  const uint32_t bits = uint32_t(w_bf16[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
 // out[n] = sum_k x[k] * w[k, n] (+ bias[n]):  x [K], w [K, N] row-major, out [N].
-void product_row(const std::vector<double>& x, const float* w, const float* bias, int64_t N,
-                 std::vector<double>& out) {
+void product_row(const std::vector<double>& x, const float* w, const uint16_t* w_bf16, const float* bias,
+                 int64_t N, std::vector<double>& out) {
   const int64_t K = static_cast<int64_t>(x.size());
   out.assign(N, 0.0);
   for (int64_t n = 0; n < N; ++n) {
     double s = bias ? double(bias[n]) : 0.0;
-    for (int64_t k = 0; k < K; ++k) s += x[k] * w[k * N + n];
+    for (int64_t k = 0; k < K; ++k) s += x[k] * weight(w, w_bf16, k * N + n);
     out[n] = s;
   }
 }
@@ -62,7 +72,7 @@ void decoder_step_forward_reference(const DecoderStepParams& p) {
 
     // h = ln_1(x);  qkv = h @ w_qkv + b_qkv = [q | k | v]   [(H + 2 Hkv) D]
     layer_norm_row(x, p.ln1_gamma, p.ln1_beta, p.eps, h);
-    product_row(h, p.w_qkv, p.b_qkv, (H + 2 * Hkv) * D, qkv);
+    product_row(h, p.w_qkv, p.w_qkv_bf16, p.b_qkv, (H + 2 * Hkv) * D, qkv);
     const double* q = qkv.data();          // [H, D]
     const double* k_new = q + C;           // [Hkv, D]
     const double* v_new = k_new + row;     // [Hkv, D]
@@ -101,15 +111,15 @@ void decoder_step_forward_reference(const DecoderStepParams& p) {
     }
 
     // x1 = x + a @ w_o + b_o   [C]
-    product_row(a, p.w_o, p.b_o, C, o);
+    product_row(a, p.w_o, p.w_o_bf16, p.b_o, C, o);
     x1.resize(C);
     for (int64_t c = 0; c < C; ++c) x1[c] = x[c] + o[c];
 
     // y = x1 + gelu_tanh(ln_2(x1) @ w_fc + b_fc) @ w_proj + b_proj   [C]
     layer_norm_row(x1, p.ln2_gamma, p.ln2_beta, p.eps, h);
-    product_row(h, p.w_fc, p.b_fc, F, f);  // [F]
+    product_row(h, p.w_fc, p.w_fc_bf16, p.b_fc, F, f);  // [F]
     for (int64_t i = 0; i < F; ++i) f[i] = gelu_tanh(f[i]);
-    product_row(f, p.w_proj, p.b_proj, C, m);
+    product_row(f, p.w_proj, p.w_proj_bf16, p.b_proj, C, m);
     for (int64_t c = 0; c < C; ++c) p.y[b * C + c] = static_cast<float>(x1[c] + m[c]);
   }
 }

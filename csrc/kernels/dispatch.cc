@@ -18,6 +18,8 @@ namespace keraslm {
   void sample(const SamplingParams& p, const Parallel& par);                   \
   void linear_forward(const LinearParams& p, const Parallel& par);             \
   void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1);  \
+  void linear_partial_rows(const LinearParams& p, int64_t k0, int64_t k1, float* part); \
+  void gelu_tanh_inplace(float* x, int64_t n);                                 \
   void layer_norm_forward(const LayerNormParams& p, const Parallel& par);      \
   void layer_norm_backward(const LayerNormGradParams& g, const Parallel& par); \
   }
@@ -100,6 +102,22 @@ void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1) {
     case Isa::kAvx512: return avx512::linear_forward_columns(p, n0, n1);
     case Isa::kAvx2: return avx2::linear_forward_columns(p, n0, n1);
     default: return generic::linear_forward_columns(p, n0, n1);
+  }
+}
+
+void linear_partial_rows(const LinearParams& p, int64_t k0, int64_t k1, float* part) {
+  switch (isa()) {
+    case Isa::kAvx512: return avx512::linear_partial_rows(p, k0, k1, part);
+    case Isa::kAvx2: return avx2::linear_partial_rows(p, k0, k1, part);
+    default: return generic::linear_partial_rows(p, k0, k1, part);
+  }
+}
+
+void gelu_tanh_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::kAvx512: return avx512::gelu_tanh_inplace(x, n);
+    case Isa::kAvx2: return avx2::gelu_tanh_inplace(x, n);
+    default: return generic::gelu_tanh_inplace(x, n);
   }
 }
 

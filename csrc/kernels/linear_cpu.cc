@@ -5,7 +5,12 @@
 // and broadcasting x[m, k]: w is streamed once per block of R <= 6 rows
 // (narrower panels for more rows measured slower: fewer cache lines in
 // flight per row of w).  Leftover columns use single vectors, then scalars.
+// The weights are float32 or bfloat16 (T = float or uint16_t: vload widens).
+//
+// linear_partial_rows walks w the other way: four whole rows at a time, front
+// to back, adding into an [M, N] block of partial sums that stays in cache.
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/linear.h"
 #include "kernels/simd.h"
@@ -18,18 +23,18 @@ constexpr int64_t kAhead = 8;  // prefetch distance in rows of w
 constexpr int64_t kRows = 6;   // rows of out per pass over w: 6 x 4 accumulators + 4 w vectors
 
 // Columns [n0, n1) of R rows starting at x / out, with panels of V vectors.
-template <int R, int V>
-void rows_block(const LinearParams& p, const float* x, float* out, int64_t n0, int64_t n1) {
+template <int R, int V, class T>
+void rows_block(const LinearParams& p, const T* w, const float* x, float* out, int64_t n0, int64_t n1) {
   const int64_t K = p.K, N = p.N;
   int64_t n = n0;
   for (; n + V * W <= n1; n += V * W) {
     vf acc[R][V] = {};
-    const float* wk = p.w + n;
+    const T* wk = w + n;
     for (int64_t k = 0; k < K; ++k, wk += N) {
       // Rows of w are N floats apart (beyond the hardware prefetcher's reach
       // for wide layers): fetch the panel a few rows ahead.
       if (k + kAhead < K)
-        for (int j = 0; j < V * W; j += 16) __builtin_prefetch(wk + kAhead * N + j);
+        for (int j = 0; j < V * W; j += 64 / int(sizeof(T))) __builtin_prefetch(wk + kAhead * N + j);
       vf wv[V];
 #pragma GCC unroll 4
       for (int j = 0; j < V; ++j) wv[j] = vload(wk + j * W);
@@ -49,7 +54,7 @@ void rows_block(const LinearParams& p, const float* x, float* out, int64_t n0, i
   }
   for (; n + W <= n1; n += W) {  // single vectors
     vf acc[R] = {};
-    const float* wk = p.w + n;
+    const T* wk = w + n;
     for (int64_t k = 0; k < K; ++k, wk += N) {
       const vf wv = vload(wk);
 #pragma GCC unroll 8
@@ -60,23 +65,59 @@ void rows_block(const LinearParams& p, const float* x, float* out, int64_t n0, i
   for (; n < n1; ++n)  // scalars
     for (int r = 0; r < R; ++r) {
       float s = 0.f;
-      for (int64_t k = 0; k < K; ++k) s += x[r * K + k] * p.w[k * N + n];
+      for (int64_t k = 0; k < K; ++k) s += x[r * K + k] * scalar(w[k * N + n]);
       out[r * N + n] = p.bias ? s + p.bias[n] : s;
     }
 }
 
 // All rows, columns [n0, n1).
-void columns(const LinearParams& p, int64_t n0, int64_t n1) {
+template <class T>
+void columns(const LinearParams& p, const T* w, int64_t n0, int64_t n1) {
   for (int64_t m0 = 0; m0 < p.M; m0 += kRows) {
     const float* x = p.x + m0 * p.K;
     float* out = p.out + m0 * p.N;
     switch (std::min<int64_t>(kRows, p.M - m0)) {
-      case 1: rows_block<1, 4>(p, x, out, n0, n1); break;
-      case 2: rows_block<2, 4>(p, x, out, n0, n1); break;
-      case 3: rows_block<3, 4>(p, x, out, n0, n1); break;
-      case 4: rows_block<4, 4>(p, x, out, n0, n1); break;
-      case 5: rows_block<5, 4>(p, x, out, n0, n1); break;
-      default: rows_block<6, 4>(p, x, out, n0, n1); break;
+      case 1: rows_block<1, 4>(p, w, x, out, n0, n1); break;
+      case 2: rows_block<2, 4>(p, w, x, out, n0, n1); break;
+      case 3: rows_block<3, 4>(p, w, x, out, n0, n1); break;
+      case 4: rows_block<4, 4>(p, w, x, out, n0, n1); break;
+      case 5: rows_block<5, 4>(p, w, x, out, n0, n1); break;
+      default: rows_block<6, 4>(p, w, x, out, n0, n1); break;
+    }
+  }
+}
+
+void columns(const LinearParams& p, int64_t n0, int64_t n1) {
+  if (p.w_bf16) columns(p, p.w_bf16, n0, n1);
+  else columns(p, p.w, n0, n1);
+}
+
+// part[m, :] += sum over rows k of w in [k0, k1) of x[m, k] w[k, :], four rows of w per pass.
+template <class T>
+void partial_rows(const LinearParams& p, const T* w, int64_t k0, int64_t k1, float* part) {
+  const int64_t M = p.M, K = p.K, N = p.N, vectors = N / W * W;
+  std::fill(part, part + M * N, 0.f);
+  int64_t k = k0;
+  for (; k + 4 <= k1; k += 4) {
+    const T *w0 = w + k * N, *w1 = w0 + N, *w2 = w1 + N, *w3 = w2 + N;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = p.x + m * K + k;
+      const vf x0 = vset1(xm[0]), x1 = vset1(xm[1]), x2 = vset1(xm[2]), x3 = vset1(xm[3]);
+      float* o = part + m * N;
+      for (int64_t n = 0; n < vectors; n += W)
+        vstore(o + n, vload(o + n) + x0 * vload(w0 + n) + x1 * vload(w1 + n) + x2 * vload(w2 + n) +
+                          x3 * vload(w3 + n));
+      for (int64_t n = vectors; n < N; ++n)
+        o[n] = o[n] + xm[0] * scalar(w0[n]) + xm[1] * scalar(w1[n]) + xm[2] * scalar(w2[n]) + xm[3] * scalar(w3[n]);
+    }
+  }
+  for (; k < k1; ++k) {
+    const T* wk = w + k * N;
+    for (int64_t m = 0; m < M; ++m) {
+      const float xk = p.x[m * K + k];
+      float* o = part + m * N;
+      for (int64_t n = 0; n < vectors; n += W) vstore(o + n, vload(o + n) + vset1(xk) * vload(wk + n));
+      for (int64_t n = vectors; n < N; ++n) o[n] += xk * scalar(wk[n]);
     }
   }
 }
@@ -102,6 +143,26 @@ void linear_forward(const LinearParams& p, const Parallel& par) {
 
 void linear_forward_columns(const LinearParams& p, int64_t n0, int64_t n1) {
   if (p.M > 0 && n0 < n1) columns(p, n0, n1);
+}
+
+void gelu_tanh_inplace(float* x, int64_t n) {
+  constexpr float kC = 0.7978845608028654f;           // sqrt(2 / pi)
+  constexpr float kMinus2Log2e = -2.8853900817779268f;  // exp(-2 a) = 2^(a * kMinus2Log2e)
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const vf v = vload(x + i);
+    const vf z = kC * (v + 0.044715f * v * v * v);
+    const vf a = z < 0.f ? -z : z;
+    const vf t = vexp2_nonpos(a * kMinus2Log2e);       // exp(-2 |z|) in [0, 1]
+    const vf th = (1.f - t) / (1.f + t);               // tanh |z|
+    vstore(x + i, 0.5f * v * (1.f + (z < 0.f ? -th : th)));
+  }
+  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.f + std::tanh(kC * (x[i] + 0.044715f * x[i] * x[i] * x[i])));
+}
+
+void linear_partial_rows(const LinearParams& p, int64_t k0, int64_t k1, float* part) {
+  if (p.w_bf16) partial_rows(p, p.w_bf16, k0, k1, part);
+  else partial_rows(p, p.w, k0, k1, part);
 }
 
 }  // namespace KERASLM_ISA

@@ -1,9 +1,23 @@
 // The naive dense-layer spec (linear.h): out = x @ w (+ bias), one output at a
 // time, the dot product in double.  Slow on purpose; the tests hold the fast
 // kernel (linear_forward and linear_forward_columns) to it.
+#include <cstring>
+
 #include "kernels/linear.h"
 
 namespace keraslm {
+namespace {
+
+// w[i] as a double, from the float32 or the bfloat16 weights.
+double weight(const LinearParams& p, int64_t i) {
+  if (!p.w_bf16) return p.w[i];
+  const uint32_t bits = uint32_t(p.w_bf16[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+}  // namespace
 
 void linear_forward_reference(const LinearParams& p) {
   const int64_t M = p.M, K = p.K, N = p.N;
@@ -13,7 +27,7 @@ void linear_forward_reference(const LinearParams& p) {
     for (int64_t n = 0; n < N; ++n) {
       // out[m, n] = sum_k x[m, k] * w[k, n] + bias[n];  w is [K, N] row-major.
       double s = p.bias ? double(p.bias[n]) : 0.0;
-      for (int64_t k = 0; k < K; ++k) s += double(x[k]) * p.w[k * N + n];
+      for (int64_t k = 0; k < K; ++k) s += double(x[k]) * weight(p, k * N + n);
       out[n] = static_cast<float>(s);
     }
   }

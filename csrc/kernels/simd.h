@@ -27,6 +27,23 @@ typedef int32_t vi __attribute__((vector_size(W * 4)));
 typedef float vf_unaligned __attribute__((vector_size(W * 4), aligned(4)));
 
 inline vf vload(const float* p) { return *reinterpret_cast<const vf_unaligned*>(p); }
+// W bfloat16 values (their bit patterns, as uint16_t) widened to float32: the
+// upper half of a float32's bits, so widening is a shift (exact).
+typedef uint16_t vbf16_unaligned __attribute__((vector_size(W * 2), aligned(2)));
+typedef uint32_t vu __attribute__((vector_size(W * 4)));
+inline vf vload(const uint16_t* p) {
+  const vu bits = __builtin_convertvector(*reinterpret_cast<const vbf16_unaligned*>(p), vu) << 16;
+  vf f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline float scalar(float v) { return v; }
+inline float scalar(uint16_t bf16) {
+  const uint32_t bits = uint32_t(bf16) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
 inline void vstore(float* p, vf x) { *reinterpret_cast<vf_unaligned*>(p) = x; }
 inline vf vset1(float x) { return vf{} + x; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }

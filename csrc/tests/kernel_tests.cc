@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -268,6 +269,20 @@ double worst_bounded(const std::vector<float>& a, const std::vector<float>& ref,
   return w;
 }
 
+// The bfloat16 bits of each value (round to nearest even), and the floats they stand for (in place).
+std::vector<uint16_t> to_bf16(std::vector<float>& v) {
+  std::vector<uint16_t> bits(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &v[i], 4);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    bits[i] = uint16_t(u >> 16);
+    u = uint32_t(bits[i]) << 16;
+    std::memcpy(&v[i], &u, 4);
+  }
+  return bits;
+}
+
 std::vector<float> randn_vec(std::mt19937& rng, int64_t n, float scale = 1.f, float offset = 0.f) {
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> x(n);
@@ -373,20 +388,31 @@ void random_layer_norm_case(std::mt19937& rng, const Parallel& par) {
 
 // Linear: linear_forward, and linear_forward_columns over a random partition
 // of the columns with one piece left out (it must stay untouched).
-void linear_case(int64_t M, int64_t K, int64_t N, bool bias_on, std::mt19937& rng, const Parallel& par) {
+// With bf16, the kernels read bfloat16 weights (w_bf16; the float w then holds the same values) and
+// linear_forward, which takes float32 weights only, is not run.  linear_partial_rows is checked over
+// a random split of the rows of w, its partials added in order.
+void linear_case(int64_t M, int64_t K, int64_t N, bool bias_on, std::mt19937& rng, const Parallel& par,
+                 bool bf16 = false) {
   auto pick = [&](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
   auto x = randn_vec(rng, M * K), w = randn_vec(rng, K * N), bias = randn_vec(rng, N);
+  const std::vector<uint16_t> w16 = bf16 ? to_bf16(w) : std::vector<uint16_t>();
   char what[120];
-  std::snprintf(what, sizeof what, "M=%ld K=%ld N=%ld bias=%d", (long)M, (long)K, (long)N, bias_on);
+  std::snprintf(what, sizeof what, "M=%ld K=%ld N=%ld bias=%d bf16=%d", (long)M, (long)K, (long)N, bias_on, bf16);
   LinearParams p;
   p.M = M; p.K = K; p.N = N;
   p.x = x.data(); p.w = w.data(); p.bias = bias_on ? bias.data() : nullptr;
   std::vector<float> ref(M * N), out(M * N, NAN);
   LinearParams pr = p, pf = p;
+  if (bf16) {
+    pr.w = pf.w = nullptr;
+    pr.w_bf16 = pf.w_bf16 = w16.data();
+  }
   pr.out = ref.data();
   pf.out = out.data();
   linear_forward_reference(pr);
-  linear_forward(pf, par);
+  LinearParams p32 = p;  // float32 weights holding the same values
+  p32.out = out.data();
+  linear_forward(p32, par);
 
   // A float32 dot product of K terms plus the bias: (K + 1) roundings of at
   // most kU * sum|terms| each; the reference's own rounding adds kU |ref|.
@@ -416,6 +442,20 @@ void linear_case(int64_t M, int64_t K, int64_t N, bool bias_on, std::mt19937& rn
     }
   }
   check(worst_bounded(cols, expect, tol) <= 1, "linear_forward_columns " + std::string(what));
+
+  // Row blocks: cut [0, K) at random points, add the blocks' partials (and the bias) in order.
+  std::vector<int64_t> rows = {0, K};
+  for (int i = pick(0, 4); i > 0; --i) rows.push_back(pick(0, K));
+  std::sort(rows.begin(), rows.end());
+  std::vector<float> total(M * N, 0.f), part(M * N, NAN);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) total[m * N + n] = bias_on ? bias[n] : 0.f;
+  for (size_t i = 0; i + 1 < rows.size(); ++i) {
+    std::fill(part.begin(), part.end(), NAN);
+    linear_partial_rows(pf, rows[i], rows[i + 1], part.data());
+    for (int64_t e = 0; e < M * N; ++e) total[e] += part[e];
+  }
+  check(worst_bounded(total, ref, tol) <= 1, "linear_partial_rows " + std::string(what));
 }
 
 void random_linear_case(std::mt19937& rng, const Parallel& par) {
@@ -423,7 +463,7 @@ void random_linear_case(std::mt19937& rng, const Parallel& par) {
   // A third of the cases are big enough (M > 6, K * N >= 2^16) for the threaded column split.
   const bool big = pick(0, 2) == 0;
   linear_case(big ? pick(7, 9) : pick(1, 9), big ? pick(220, 300) : pick(1, 300), big ? pick(220, 300) : pick(1, 300),
-              pick(0, 1), rng, par);
+              pick(0, 1), rng, par, pick(0, 1));
 }
 
 // Decoder step: y and the whole caches against the reference.  `index` and
@@ -433,6 +473,7 @@ struct StepCase {
   int64_t B, S, H, Hkv, D, F;
   bool biases;
   std::vector<int32_t> index, lens;
+  bool bf16 = false;  // the four matrices as bfloat16 (for the kernel and the reference alike)
 };
 
 void decoder_step_case(const StepCase& c, std::mt19937& rng, const Parallel& par) {
@@ -445,8 +486,8 @@ void decoder_step_case(const StepCase& c, std::mt19937& rng, const Parallel& par
       lens.push_back(int32_t(pick(index.back() + 1, S)));
     }
   char what[200];
-  std::snprintf(what, sizeof what, "B=%ld S=%ld H=%ld Hkv=%ld D=%ld F=%ld biases=%d index[0]=%d lens[0]=%d", (long)B,
-                (long)S, (long)c.H, (long)c.Hkv, (long)c.D, (long)F, c.biases, index[0], lens[0]);
+  std::snprintf(what, sizeof what, "B=%ld S=%ld H=%ld Hkv=%ld D=%ld F=%ld biases=%d bf16=%d index[0]=%d lens[0]=%d",
+                (long)B, (long)S, (long)c.H, (long)c.Hkv, (long)c.D, (long)F, c.biases, c.bf16, index[0], lens[0]);
   // Weights scaled by 1 / sqrt(fan-in), so every stage is of order 1.
   auto x = randn_vec(rng, B * C), k_cache = randn_vec(rng, B * S * c.Hkv * c.D),
        v_cache = randn_vec(rng, B * S * c.Hkv * c.D);
@@ -457,6 +498,10 @@ void decoder_step_case(const StepCase& c, std::mt19937& rng, const Parallel& par
   auto w_fc = randn_vec(rng, C * F, 1.f / std::sqrt(float(C))), b_fc = randn_vec(rng, F, 0.2f);
   auto w_proj = randn_vec(rng, F * C, 1.f / std::sqrt(float(F))), b_proj = randn_vec(rng, C, 0.2f);
   auto maybe = [&](const std::vector<float>& v) { return c.biases ? v.data() : nullptr; };
+  std::vector<uint16_t> qkv16, o16, fc16, proj16;
+  if (c.bf16) {  // (the float weights then hold the bfloat16 values, for the error bounds below)
+    qkv16 = to_bf16(w_qkv); o16 = to_bf16(w_o); fc16 = to_bf16(w_fc); proj16 = to_bf16(w_proj);
+  }
 
   DecoderStepParams p;
   p.B = B; p.S = S; p.H = c.H; p.Hkv = c.Hkv; p.D = c.D; p.F = F;
@@ -467,6 +512,10 @@ void decoder_step_case(const StepCase& c, std::mt19937& rng, const Parallel& par
   p.ln2_gamma = ln2_g.data(); p.ln2_beta = maybe(ln2_b);
   p.w_fc = w_fc.data(); p.b_fc = maybe(b_fc);
   p.w_proj = w_proj.data(); p.b_proj = maybe(b_proj);
+  if (c.bf16) {
+    p.w_qkv = p.w_o = p.w_fc = p.w_proj = nullptr;
+    p.w_qkv_bf16 = qkv16.data(); p.w_o_bf16 = o16.data(); p.w_fc_bf16 = fc16.data(); p.w_proj_bf16 = proj16.data();
+  }
   std::vector<float> k_ref = k_cache, v_ref = v_cache, y_ref(B * C), y(B * C, NAN);
   std::vector<float> scratch(decoder_step_scratch_floats(p), NAN);
   DecoderStepParams pr = p, pf = p;
@@ -492,7 +541,7 @@ void decoder_step_case(const StepCase& c, std::mt19937& rng, const Parallel& par
   // Every other cache row must be untouched, bit for bit.
   std::vector<float> x1(B * C), k_x1 = k_ref, v_x1 = v_ref, no_proj(F * C, 0.f);
   DecoderStepParams p1 = pr;
-  p1.w_proj = no_proj.data(); p1.b_proj = nullptr;
+  p1.w_proj = no_proj.data(); p1.w_proj_bf16 = nullptr; p1.b_proj = nullptr;
   p1.k_cache = k_x1.data(); p1.v_cache = v_x1.data(); p1.y = x1.data();
   decoder_step_forward_reference(p1);
   // kappa of a LayerNorm over the rows of v [B, C], from the reference's rstd.
@@ -551,6 +600,8 @@ StepCase random_step_case(std::mt19937& rng) {
   c.S = pick(1, 70);
   c.F = pick(1, 4 * c.H * c.D);
   c.biases = pick(0, 1);
+  c.B = pick(0, 2) ? c.B : pick(5, 7);  // a third with more rows than the row-split products take
+  c.bf16 = pick(0, 1);
   return c;
 }
 
@@ -603,12 +654,15 @@ int main(int argc, char** argv) {
       {2, 5, 3, 1, 8, 7, false, {4, 0}, {5, 1}},
       {2, 1100, 4, 2, 64, 96, true, {1029, 5}, {1030, 6}},
       {3, 9, 2, 2, 33, 40, true, {3, 8, 0}, {0, 8, 9}},
+      {1, 40, 6, 6, 64, 1536, false, {39}, {40}, true},  // gpt-mini's block in bfloat16
+      {6, 30, 4, 2, 16, 300, true, {}, {}, false},        // columns split (B > 4)
+      {6, 30, 4, 2, 16, 300, true, {}, {}, true},
   };
   for (const Parallel& par : {pool, Parallel::serial()}) {
     for (const auto& c : ln_fixed)
       for (int beta = 0; beta < 2; ++beta) layer_norm_case(c.R, c.C, c.eps, beta, beta, c.scale, c.offset, rng, par);
     for (const auto& c : lin_fixed)
-      for (int bias = 0; bias < 2; ++bias) linear_case(c[0], c[1], c[2], bias, rng, par);
+      for (int bias = 0; bias < 2; ++bias) linear_case(c[0], c[1], c[2], bias, rng, par, bias == 1);
     for (const auto& c : step_fixed) decoder_step_case(c, rng, par);
   }
   for (int it = 0; it < iters; ++it) {
