@@ -6,7 +6,11 @@ gpt-mini architecture (6 layers, 6 heads, 384 wide, vocab 65, ~10.7M parameters,
 prompt of 16 tokens, 240 new tokens, top-k (k=50) sampling, batch 1 and 8. Baselines measured in
 the same run: keras-hub ``GPT2CausalLM.generate`` (same configuration, jit on, TopKSampler) and a
 nanoGPT-style torch ``generate`` (no KV cache: the whole cropped context is re-run every token),
-when those packages are installed. Then tokens/s against the live context length (256, 1024, 4096)
+when those packages are installed. keraslm runs twice: float32, and with ``precision="bfloat16"``
+(the opt-in that decodes with bfloat16 copies of the block weights). At batch 1 a step reads every
+weight once, so each is printed beside its memory-bandwidth bound: the bytes of weights a step reads
+(float32, or bfloat16 for the block matrices; the position table is not read whole) over the copy
+bandwidth of a large numpy copy measured in this run (read + write bytes per second). Then tokens/s against the live context length (256, 1024, 4096)
 on the same architecture with a 4096-token context. ``--past-context``: the gpt-nano architecture
 (context 64) generating 2,000 new tokens, past its context (the window slides), against the rate of
 one in-context run (63 new tokens from a 1-token prompt), batch 1.
@@ -23,19 +27,38 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _common import header, median_time  # noqa: E402
+from _common import copy_bandwidth, header, median_time  # noqa: E402
 from _torch_gpt import make_gpt  # noqa: E402
 from keraslm.models import TransformerLM  # noqa: E402
 
 V, LAYERS, HEADS, WIDTH, PROMPT, NEW, TOPK = 65, 6, 6, 384, 16, 240, 50
 
 
-def ours(batch, repeats):
-    model = TransformerLM(vocab_size=V, max_length=256, num_layers=LAYERS, num_heads=HEADS, width=WIDTH,
+def gpt_mini(max_length=256):
+    model = TransformerLM(vocab_size=V, max_length=max_length, num_layers=LAYERS, num_heads=HEADS, width=WIDTH,
                           use_bias=False)
+    model.build((None, None))
+    return model
+
+
+def weight_bytes(model, precision):
+    """Bytes of weights one decoding step reads: every weight but the position table, the blocks' four
+    matrices at 2 bytes each in bfloat16."""
+    total = 0
+    for w in model.weights:
+        if "wpe" in w.path:
+            continue
+        block_matrix = "/h_" in w.path and len(w.shape) == 2                # h_<i>/.../kernel
+        total += int(np.prod(w.shape)) * (2 if precision == "bfloat16" and block_matrix else 4)
+    return total
+
+
+def ours(batch, repeats, precision="float32"):
+    model = gpt_mini()
     prompts = np.random.default_rng(0).integers(0, V, (batch, PROMPT)).tolist()
-    run = lambda: model.generate(prompts, max_new_tokens=NEW, top_k=TOPK, temperature=1.0, seed=1)  # noqa: E731
-    return batch * NEW / median_time(run, repeats, warmup=1)
+    run = lambda: model.generate(prompts, max_new_tokens=NEW, top_k=TOPK, temperature=1.0, seed=1,  # noqa: E731
+                                 precision=precision)
+    return batch * NEW / median_time(run, repeats, warmup=1), weight_bytes(model, precision)
 
 
 def keras_hub_baseline(batch, repeats):
@@ -81,8 +104,7 @@ def torch_no_cache_baseline(batch, repeats):
 
 def by_context(repeats, new=64):
     """Decode-only tokens/s at a live length: (time of new+1 tokens - time of 1 token) / new."""
-    model = TransformerLM(vocab_size=V, max_length=4096, num_layers=LAYERS, num_heads=HEADS, width=WIDTH,
-                          use_bias=False)
+    model = gpt_mini(4096)
     rows = {}
     for live in (256, 1024, 4096):
         prompt = np.random.default_rng(1).integers(0, V, live - new - 1).tolist()
@@ -119,13 +141,24 @@ def main():
         return
     print(f"\n## gpt-mini architecture, prompt {PROMPT}, {NEW} new tokens, top-k {TOPK}: tokens/s (median of "
           f"{repeats}); ratio = keraslm / baseline")
+    bandwidth = None if args.context_only else copy_bandwidth()
+    if bandwidth:
+        print(f"# copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy of 1 GiB, read + write)")
     for batch in () if args.context_only else (1,) if args.quick else (1, 8):
-        ours_tps = ours(batch, repeats)
-        line = f"batch {batch}:  keraslm {ours_tps:8.1f} tok/s"
-        for name, fn in (("keras-hub GPT2CausalLM", keras_hub_baseline), ("torch no-cache", torch_no_cache_baseline)):
-            tps = fn(batch, repeats)
-            line += f"  | {name} {tps:8.1f} tok/s (x{ours_tps / tps:4.1f})" if tps else f"  | {name}: not installed"
-        print(line, flush=True)
+        for precision in ("float32", "bfloat16"):
+            ours_tps, nbytes = ours(batch, repeats, precision)
+            line = f"batch {batch}:  keraslm {precision:8s} {ours_tps:8.1f} tok/s"
+            if batch == 1:
+                bound = bandwidth / nbytes
+                line += (f" (bandwidth bound {nbytes / 1e6:.1f} MB/step -> {bound:7.1f} tok/s; "
+                         f"{ours_tps / bound:4.0%} of it)")
+            if precision == "float32":
+                for name, fn in (("keras-hub GPT2CausalLM", keras_hub_baseline),
+                                 ("torch no-cache", torch_no_cache_baseline)):
+                    tps = fn(batch, repeats)
+                    line += (f"  | {name} {tps:8.1f} tok/s (x{ours_tps / tps:4.1f})" if tps
+                             else f"  | {name}: not installed")
+            print(line, flush=True)
     print("\n## decode tokens/s against the live context length (model context 4096, batch 1, prefill excluded)")
     for live, tps in by_context(repeats).items():
         print(f"live length {live:5d}: {tps:8.1f} tok/s ({1e3 / tps:6.2f} ms/token)", flush=True)

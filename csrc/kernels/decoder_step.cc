@@ -40,8 +40,8 @@ constexpr int64_t kRowChunks = 16;
 
 bool streams(const DecoderStepParams& p) { return p.B <= kStreamBatch; }
 
-// Rows of w per chunk of a row-split product with K rows: a multiple of 4, at most kRowChunks chunks.
-int64_t rows_per_chunk(int64_t K) { return std::max<int64_t>(4, ((K + kRowChunks - 1) / kRowChunks + 3) / 4 * 4); }
+// Rows of w per chunk of a row-split product with K rows: a multiple of 4, at most `chunks` chunks.
+int64_t rows_per_chunk(int64_t K, int64_t chunks) { return std::max<int64_t>(4, ((K + chunks - 1) / chunks + 3) / 4 * 4); }
 
 // out[b] = (x[b] - mean) / sqrt(var + eps) * gamma (+ beta) for B rows of C.
 void layer_norm(const float* x, const float* gamma, const float* beta, float eps, int64_t B, int64_t C,
@@ -93,7 +93,10 @@ struct Product {
 
 class Step {
  public:
-  Step(const DecoderStepParams& p, int64_t team) : p_(p), stream_(streams(p)) {
+  // Row-split products take four chunks per thread (fewer partial sums to add than kRowChunks, and
+  // still some slack for a thread that starts late).
+  Step(const DecoderStepParams& p, int64_t team)
+      : p_(p), stream_(streams(p)), row_chunks_(std::min<int64_t>(kRowChunks, 4 * team)) {
     C_ = p.H * p.D;
     Q_ = (p.H + 2 * p.Hkv) * p.D;
     h_ = p.scratch;          // [B, C]  ln_1(x), later ln_2(x1)
@@ -117,7 +120,7 @@ class Step {
     products_[2] = {h_, p.w_fc, p.w_fc_bf16, p.b_fc, C_, p.F, f_};
     products_[3] = {f_, p.w_proj, p.w_proj_bf16, p.b_proj, p.F, C_, p.y};
     auto product_chunks = [&](const Product& q) {
-      return stream_ ? (q.K + rows_per_chunk(q.K) - 1) / rows_per_chunk(q.K) : column_chunks(q.N);
+      return stream_ ? (q.K + rows_per_chunk(q.K, row_chunks_) - 1) / rows_per_chunk(q.K, row_chunks_) : column_chunks(q.N);
     };
     auto sum_chunks = [&](const Product& q) { return stream_ ? column_chunks(q.N) : 0; };
     const int64_t chunks[kPhases] = {
@@ -159,7 +162,7 @@ class Step {
   template <class Epilogue>
   void product(const Product& q, int64_t c, Epilogue epilogue) {
     if (stream_) {
-      const int64_t rows = rows_per_chunk(q.K);
+      const int64_t rows = rows_per_chunk(q.K, row_chunks_);
       linear_partial_rows(linear(q), c * rows, std::min(q.K, (c + 1) * rows), rows_part_ + c * p_.B * q.N);
       return;
     }
@@ -173,7 +176,7 @@ class Step {
   template <class Epilogue>
   void sum(const Product& q, int64_t c, Epilogue epilogue) {
     const int64_t n0 = c * kColumnChunk, n1 = std::min(q.N, n0 + kColumnChunk);
-    const int64_t blocks = (q.K + rows_per_chunk(q.K) - 1) / rows_per_chunk(q.K), BN = p_.B * q.N;
+    const int64_t blocks = (q.K + rows_per_chunk(q.K, row_chunks_) - 1) / rows_per_chunk(q.K, row_chunks_), BN = p_.B * q.N;
     for (int64_t b = 0; b < p_.B; ++b) {
       float* out = q.out + b * q.N;
       for (int64_t n = n0; n < n1; ++n) out[n] = q.bias ? q.bias[n] : 0.f;
@@ -284,6 +287,7 @@ class Step {
 
   const DecoderStepParams& p_;
   const bool stream_;
+  const int64_t row_chunks_;
   int64_t C_ = 0, Q_ = 0, splits_ = 1, span_ = 0, groups_ = 1;
   float *h_, *qkv_, *att_, *x1_, *lse_, *f_, *part_out_, *part_lse_, *rows_part_;
   Product products_[4];

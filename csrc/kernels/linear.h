@@ -25,7 +25,10 @@ struct LinearParams {
   int64_t M = 0, K = 0, N = 0;
   const float* x = nullptr;
   const float* w = nullptr;
-  const uint16_t* w_bf16 = nullptr;  // used instead of w when set (linear_forward_columns, linear_partial_rows)
+  const uint16_t* w_bf16 = nullptr;  // used instead of w when set
+  // w is [N, K] instead (row n holds output n's weights: an embedding table used as the output
+  // layer); linear_forward and the reference only.
+  bool transpose_w = false;
   const float* bias = nullptr;
   float* out = nullptr;
 };
@@ -33,7 +36,10 @@ struct LinearParams {
 // Reference (linear_reference.cc): the naive spec, double accumulators.
 void linear_forward_reference(const LinearParams& p);
 
-// Fast CPU kernel (linear_cpu.cc, ISA-dispatched).
+// Fast CPU kernel (linear_cpu.cc, ISA-dispatched).  With transpose_w each
+// output is a dot product of a row of x with a contiguous row of w, four rows
+// of w at a time, the rows of w split across threads (w streams once per
+// row of x, from cache after the first).
 void linear_forward(const LinearParams& p, const Parallel& par);
 
 // Columns [n0, n1) of out only, on the calling thread (the same arithmetic

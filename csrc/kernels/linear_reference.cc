@@ -25,9 +25,9 @@ void linear_forward_reference(const LinearParams& p) {
     const float* x = p.x + m * K;  // [K]
     float* out = p.out + m * N;    // [N]
     for (int64_t n = 0; n < N; ++n) {
-      // out[m, n] = sum_k x[m, k] * w[k, n] + bias[n];  w is [K, N] row-major.
+      // out[m, n] = sum_k x[m, k] * w[k, n] + bias[n];  w is [K, N] row-major ([N, K] with transpose_w).
       double s = p.bias ? double(p.bias[n]) : 0.0;
-      for (int64_t k = 0; k < K; ++k) s += double(x[k]) * weight(p, k * N + n);
+      for (int64_t k = 0; k < K; ++k) s += double(x[k]) * weight(p, p.transpose_w ? n * K + k : k * N + n);
       out[n] = static_cast<float>(s);
     }
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <immintrin.h>
 
 #ifndef KERASLM_ISA
 #error "simd.h is only used by the per-ISA kernel sources (KERASLM_ISA must be defined)"
@@ -28,14 +29,19 @@ typedef float vf_unaligned __attribute__((vector_size(W * 4), aligned(4)));
 
 inline vf vload(const float* p) { return *reinterpret_cast<const vf_unaligned*>(p); }
 // W bfloat16 values (their bit patterns, as uint16_t) widened to float32: the
-// upper half of a float32's bits, so widening is a shift (exact).
-typedef uint16_t vbf16_unaligned __attribute__((vector_size(W * 2), aligned(2)));
-typedef uint32_t vu __attribute__((vector_size(W * 4)));
+// upper half of a float32's bits, so widening is exact.  One zero-extending
+// load per vector (GCC's generic widening of a vector took four shuffles).
 inline vf vload(const uint16_t* p) {
-  const vu bits = __builtin_convertvector(*reinterpret_cast<const vbf16_unaligned*>(p), vu) << 16;
-  vf f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
+#if defined(__AVX512F__)
+  const __m512i bits = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16);
+  return reinterpret_cast<vf>(_mm512_castsi512_ps(bits));
+#elif defined(__AVX2__)
+  const __m256i bits = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16);
+  return reinterpret_cast<vf>(_mm256_castsi256_ps(bits));
+#else
+  const __m128i half = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return reinterpret_cast<vf>(_mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), half)));
+#endif
 }
 inline float scalar(float v) { return v; }
 inline float scalar(uint16_t bf16) {

@@ -443,6 +443,20 @@ void linear_case(int64_t M, int64_t K, int64_t N, bool bias_on, std::mt19937& rn
   }
   check(worst_bounded(cols, expect, tol) <= 1, "linear_forward_columns " + std::string(what));
 
+  // transpose_w: the same product with w given as [N, K] (float32, and bfloat16 in bf16 cases).
+  std::vector<float> wt(K * N);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t n = 0; n < N; ++n) wt[n * K + k] = w[k * N + n];
+  std::vector<uint16_t> wt16 = bf16 ? to_bf16(wt) : std::vector<uint16_t>();  // (exact: w is already rounded)
+  LinearParams pt = p;
+  pt.transpose_w = true;
+  pt.w = bf16 ? nullptr : wt.data();
+  pt.w_bf16 = bf16 ? wt16.data() : nullptr;
+  std::vector<float> trans(M * N, NAN);
+  pt.out = trans.data();
+  linear_forward(pt, par);
+  check(worst_bounded(trans, ref, tol) <= 1, "linear_forward transpose_w " + std::string(what));
+
   // Row blocks: cut [0, K) at random points, add the blocks' partials (and the bias) in order.
   std::vector<int64_t> rows = {0, K};
   for (int i = pick(0, 4); i > 0; --i) rows.push_back(pick(0, K));
@@ -645,7 +659,8 @@ int main(int argc, char** argv) {
                              // Squared deviations that overflow float32 (and, at 3e37, row sums that do).
                              {3, 64, 1e-5f, 1e19f, 0},   {2, 40, 1e-5f, 3e37f, 0},   {2, 9, 1e-5f, 1e20f, 2e20f}};
   // Linear: K = 1, N = 1, and sizes one off the vector panels.
-  const int64_t lin_fixed[][3] = {{1, 1, 1}, {9, 1, 300}, {3, 300, 1}, {7, 256, 257}, {1, 17, 63}, {6, 65, 129}};
+  const int64_t lin_fixed[][3] = {{1, 1, 1}, {9, 1, 300}, {3, 300, 1}, {7, 256, 257}, {1, 17, 63}, {6, 65, 129},
+                                  {1, 77, 1031}};  // (a threaded transpose_w split)
   // Decoder step: C = 1, one cache slot, a cache long enough to be split by
   // keys (row 1 with few live keys), and rows that attend to no key or not
   // to the key just written.

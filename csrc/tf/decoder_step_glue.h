@@ -96,9 +96,10 @@ inline Status ValidateStepValues(const int32_t* index, const int32_t* lens, int6
 }
 
 // Points p at the inputs (data of the 17 inputs, in input order); without
-// use_bias the bias and beta inputs are not used.  The caches, y and the
-// scratch are the caller's.
-inline void SetStepInputs(const void* const data[kNumStepInputs], bool use_bias, DecoderStepParams* p) {
+// use_bias the bias and beta inputs are not used; with bf16_weights the four
+// matrices are bfloat16.  The caches, y and the scratch are the caller's.
+inline void SetStepInputs(const void* const data[kNumStepInputs], bool use_bias, bool bf16_weights,
+                          DecoderStepParams* p) {
   auto in = [&](int i) { return static_cast<const float*>(data[i]); };
   auto bias = [&](int i) { return use_bias ? in(i) : nullptr; };
   p->x = in(kX);
@@ -110,6 +111,14 @@ inline void SetStepInputs(const void* const data[kNumStepInputs], bool use_bias,
   p->ln2_gamma = in(kLn2Gamma);  p->ln2_beta = bias(kLn2Beta);
   p->w_fc = in(kWFc);            p->b_fc = bias(kBFc);
   p->w_proj = in(kWProj);        p->b_proj = bias(kBProj);
+  if (bf16_weights) {
+    auto bf16 = [&](int i) { return static_cast<const uint16_t*>(data[i]); };
+    p->w_qkv_bf16 = bf16(kWQkv);
+    p->w_o_bf16 = bf16(kWO);
+    p->w_fc_bf16 = bf16(kWFc);
+    p->w_proj_bf16 = bf16(kWProj);
+    p->w_qkv = p->w_o = p->w_fc = p->w_proj = nullptr;
+  }
 }
 
 // Whether this build lowers the op to an XLA custom call (decoder_step_xla.cc).

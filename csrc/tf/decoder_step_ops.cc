@@ -60,6 +60,9 @@ class DecoderBlockStepOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &eps_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_bias", &use_bias_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("in_place", &in_place_));
+    tensorflow::DataType weights_type;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tw", &weights_type));
+    bf16_weights_ = weights_type == tensorflow::DT_BFLOAT16;
     OP_REQUIRES_OK(ctx, ValidateStepAttrs(num_heads, eps_));
     H_ = num_heads;
   }
@@ -77,7 +80,7 @@ class DecoderBlockStepOp : public OpKernel {
                                            TensorShape({decoder_step_scratch_floats(p)}), &scratch));
     const void* data[kNumStepInputs];
     for (int i = 0; i < kNumStepInputs; ++i) data[i] = ctx->input(i).tensor_data().data();
-    SetStepInputs(data, use_bias_, &p);
+    SetStepInputs(data, use_bias_, bf16_weights_, &p);
     p.y = y->flat<float>().data();
     p.scratch = scratch.flat<float>().data();
     if (p.B == 0) return;
@@ -87,7 +90,7 @@ class DecoderBlockStepOp : public OpKernel {
  private:
   int64_t H_ = 1;
   float eps_ = 1e-5f;
-  bool use_bias_ = false, in_place_ = false;
+  bool use_bias_ = false, in_place_ = false, bf16_weights_ = false;
 };
 
 REGISTER_KERNEL_BUILDER(Name("Keraslm>DecoderBlockStep").Device(DEVICE_CPU), DecoderBlockStepOp);
@@ -108,20 +111,21 @@ REGISTER_OP("Keraslm>DecoderBlockStep")
     .Input("key_lengths: int32")
     .Input("ln_1_gamma: float")
     .Input("ln_1_beta: float")
-    .Input("w_qkv: float")
+    .Input("w_qkv: Tw")
     .Input("b_qkv: float")
-    .Input("w_o: float")
+    .Input("w_o: Tw")
     .Input("b_o: float")
     .Input("ln_2_gamma: float")
     .Input("ln_2_beta: float")
-    .Input("w_fc: float")
+    .Input("w_fc: Tw")
     .Input("b_fc: float")
-    .Input("w_proj: float")
+    .Input("w_proj: Tw")
     .Input("b_proj: float")
     .Attr("num_heads: int")
     .Attr("epsilon: float")
     .Attr("use_bias: bool = true")
     .Attr("in_place: bool = false")
+    .Attr("Tw: {float, bfloat16} = DT_FLOAT")
     .Output("y: float")
     .Output("k_cache_out: float")
     .Output("v_cache_out: float")
@@ -133,5 +137,7 @@ value are written at row index[b] of the [B, S, Hkv, D] caches and row b
 attends to its first key_lengths[b] keys.  With in_place the cache outputs
 are the input buffers, written in place (for callers that own the cache);
 otherwise the inputs are left unchanged.  Without use_bias the bias and beta
-inputs are ignored (pass empty tensors).  float32, no gradient.
+inputs are ignored (pass empty tensors).  float32, except that the four
+matrices may be bfloat16 (Tw; the products still accumulate in float32).
+No gradient.
 )doc");

@@ -52,11 +52,19 @@ ffi::Error StepFfi(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
                                      shape_of(key_lengths.dimensions())};
   const void* data[kNumStepInputs] = {x.untyped_data(), k_cache.untyped_data(), v_cache.untyped_data(),
                                       index.untyped_data(), key_lengths.untyped_data()};
+  bool bf16_weights = false;
   for (size_t i = 0; i < kWeights; ++i) {
-    ffi::ErrorOr<ffi::Buffer<ffi::F32>> w = weights.get<ffi::Buffer<ffi::F32>>(i);
+    ffi::ErrorOr<ffi::AnyBuffer> w = weights.get<ffi::AnyBuffer>(i);
     if (!w.has_value()) return w.error();
+    const int input = kLn1Gamma + static_cast<int>(i);
+    const bool matrix = input == kWQkv || input == kWO || input == kWFc || input == kWProj;
+    const ffi::DataType type = w->element_type();
+    if (matrix && type == ffi::DataType::BF16) bf16_weights = true;
+    if (type != ffi::DataType::F32 && !(matrix && type == ffi::DataType::BF16))
+      return ffi::Error::InvalidArgument("decoder_block_step: operand " + std::to_string(input) +
+                                         " must be float32" + (matrix ? " or bfloat16" : ""));
     shapes.push_back(shape_of(w->dimensions()));
-    data[kLn1Gamma + i] = w->untyped_data();
+    data[input] = w->untyped_data();
   }
   DecoderStepParams p;
   error = ffi_error(ValidateStepShapes(shapes, num_heads, use_bias, &p));
@@ -67,7 +75,7 @@ ffi::Error StepFfi(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   p.k_cache = cache_result(k_cache, k_out);
   p.v_cache = cache_result(v_cache, v_out);
   if (p.B == 0) return ffi::Error::Success();
-  SetStepInputs(data, use_bias, &p);
+  SetStepInputs(data, use_bias, bf16_weights, &p);
   p.y = y->typed_data();
   std::vector<float> scratch(static_cast<size_t>(decoder_step_scratch_floats(p)));
   p.scratch = scratch.data();
@@ -83,7 +91,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(keraslm_decoder_block_step_ffi, StepFfi,
                                   .Arg<ffi::Buffer<ffi::F32>>()   // v_cache
                                   .Arg<ffi::Buffer<ffi::S32>>()   // index
                                   .Arg<ffi::Buffer<ffi::S32>>()   // key_lengths
-                                  .RemainingArgs()                // ln_1 gamma / beta ... w_proj / b_proj
+                                  .RemainingArgs()                // ln_1 gamma / beta ... w_proj / b_proj (the matrices float32 or bfloat16)
                                   .Ret<ffi::Buffer<ffi::F32>>()   // y
                                   .Ret<ffi::Buffer<ffi::F32>>()   // k_cache (aliases operand 1)
                                   .Ret<ffi::Buffer<ffi::F32>>()   // v_cache (aliases operand 2)

@@ -7,27 +7,35 @@
 
 namespace keraslm {
 
-// x [M, K], w [K, N], bias [N] when use_bias (ignored otherwise).
+// The output width N of w: its columns, or its rows when transposed ([N, K]).
+inline int64_t LinearOutputs(const TensorShape& w, bool transpose_w) { return w.dim_size(transpose_w ? 0 : 1); }
+
+// x [M, K], w [K, N] (or [N, K] with transpose_w), bias [N] when use_bias (ignored otherwise).
 inline Status ValidateLinearShapes(const TensorShape& x, const TensorShape& w, const TensorShape& bias,
-                                   bool use_bias) {
+                                   bool use_bias, bool transpose_w = false) {
   if (x.dims() != 2) return InvalidArgument("x must have rank 2 [M, K], got shape ", x.DebugString());
-  if (w.dims() != 2) return InvalidArgument("w must have rank 2 [K, N], got shape ", w.DebugString());
-  if (x.dim_size(1) != w.dim_size(0))
-    return InvalidArgument("x has ", x.dim_size(1), " columns but w has ", w.dim_size(0), " rows");
-  if (use_bias && !(bias.dims() == 1 && bias.dim_size(0) == w.dim_size(1)))
-    return InvalidArgument("bias must have shape [", w.dim_size(1), "], got ", bias.DebugString());
+  if (w.dims() != 2)
+    return InvalidArgument("w must have rank 2 ", transpose_w ? "[N, K]" : "[K, N]", ", got shape ", w.DebugString());
+  const int64_t K = w.dim_size(transpose_w ? 1 : 0), N = LinearOutputs(w, transpose_w);
+  if (x.dim_size(1) != K)
+    return InvalidArgument("x has ", x.dim_size(1), " columns but w has ", K, transpose_w ? " columns" : " rows");
+  if (use_bias && !(bias.dims() == 1 && bias.dim_size(0) == N))
+    return InvalidArgument("bias must have shape [", N, "], got ", bias.DebugString());
   return Status();
 }
 
-// Params of a validated call (p.out left to the caller).
+// Params of a validated call (p.out left to the caller); w_data is float32, or bfloat16 bits when bf16_w.
 inline LinearParams MakeLinearParams(const TensorShape& x, const TensorShape& w, const float* x_data,
-                                     const float* w_data, const float* bias) {
+                                     const void* w_data, const float* bias, bool transpose_w = false,
+                                     bool bf16_w = false) {
   LinearParams p;
   p.M = x.dim_size(0);
   p.K = x.dim_size(1);
-  p.N = w.dim_size(1);
+  p.N = LinearOutputs(w, transpose_w);
   p.x = x_data;
-  p.w = w_data;
+  if (bf16_w) p.w_bf16 = static_cast<const uint16_t*>(w_data);
+  else p.w = static_cast<const float*>(w_data);
+  p.transpose_w = transpose_w;
   p.bias = bias;
   return p;
 }

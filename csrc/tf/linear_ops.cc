@@ -12,9 +12,11 @@ Status LinearShape(shape_inference::InferenceContext* c) {
   shape_inference::ShapeHandle x, w;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &w));
+  bool transpose_w = false;
+  TF_RETURN_IF_ERROR(c->GetAttr("transpose_w", &transpose_w));
   shape_inference::DimensionHandle k;
-  TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 1), c->Dim(w, 0), &k));
-  c->set_output(0, c->Matrix(c->Dim(x, 0), c->Dim(w, 1)));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 1), c->Dim(w, transpose_w ? 1 : 0), &k));
+  c->set_output(0, c->Matrix(c->Dim(x, 0), c->Dim(w, transpose_w ? 0 : 1)));
   return Status();
 }
 
@@ -22,23 +24,28 @@ class LinearOp : public OpKernel {
  public:
   explicit LinearOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("use_bias", &use_bias_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("transpose_w", &transpose_w_));
+    tensorflow::DataType w_type;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tw", &w_type));
+    bf16_w_ = w_type == tensorflow::DT_BFLOAT16;
   }
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& x = ctx->input(0);
     const Tensor& w = ctx->input(1);
     const Tensor& bias = ctx->input(2);
-    OP_REQUIRES_OK(ctx, ValidateLinearShapes(x.shape(), w.shape(), bias.shape(), use_bias_));
+    OP_REQUIRES_OK(ctx, ValidateLinearShapes(x.shape(), w.shape(), bias.shape(), use_bias_, transpose_w_));
     Tensor* out = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({x.dim_size(0), w.dim_size(1)}), &out));
-    LinearParams p = MakeLinearParams(x.shape(), w.shape(), x.flat<float>().data(), w.flat<float>().data(),
-                                      use_bias_ ? bias.flat<float>().data() : nullptr);
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({x.dim_size(0), LinearOutputs(w.shape(), transpose_w_)}),
+                                             &out));
+    LinearParams p = MakeLinearParams(x.shape(), w.shape(), x.flat<float>().data(), w.tensor_data().data(),
+                                      use_bias_ ? bias.flat<float>().data() : nullptr, transpose_w_, bf16_w_);
     p.out = out->flat<float>().data();
     run_linear(p, tf_parallel(ctx));
   }
 
  private:
-  bool use_bias_ = false;
+  bool use_bias_ = false, transpose_w_ = false, bf16_w_ = false;
 };
 
 REGISTER_KERNEL_BUILDER(Name("Keraslm>Linear").Device(DEVICE_CPU), LinearOp);
@@ -53,13 +60,17 @@ bool linear_xla_lowering_registered() { return false; }
 
 REGISTER_OP("Keraslm>Linear")
     .Input("x: float")
-    .Input("w: float")
+    .Input("w: Tw")
     .Input("bias: float")
     .Attr("use_bias: bool = false")
+    .Attr("transpose_w: bool = false")
+    .Attr("Tw: {float, bfloat16} = DT_FLOAT")
     .Output("out: float")
     .SetShapeFn(keraslm::LinearShape)
     .Doc(R"doc(
 Small-batch dense layer: out [M, N] = x [M, K] @ w [K, N] (+ bias [N] when
 use_bias).  Streams w once per 6 rows of x: the matrix-vector products of a
-decoding step.  float32.
+decoding step.  With transpose_w, w is [N, K] (an embedding table used as the
+output layer).  float32, except that w may be bfloat16 (Tw; the products
+accumulate in float32).
 )doc");

@@ -9,13 +9,16 @@ from keraslm.generation.decode import build_sampling_loop
 from keraslm.generation.settings import continuation_text, prepare, truncate_at_stop
 from keraslm.validation import positive_int
 
-def _loop_for(model):
-    return compiled(model, "sampling_loop", build_sampling_loop)
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _loop_for(model, precision):
+    return compiled(model, f"sampling_loop/{precision}", lambda get: build_sampling_loop(get, precision))
 
 
 def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
              repetition_penalty=1.0, seed=None, stop=None, num_beams=1, length_penalty=1.0,
-             return_details=False, include_prompt=False):
+             return_details=False, include_prompt=False, precision="float32"):
     """Continues each prompt with up to ``max_new_tokens`` tokens.
 
     Args:
@@ -47,6 +50,14 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
             prompt string as given, or the prompt's ids; the token ids the
             model saw, when the prompt was truncated) instead of the
             continuation alone.
+        precision: ``"float32"`` (default) or ``"bfloat16"``: the one-token
+            decoding steps read bfloat16 copies of the transformer blocks'
+            weight matrices, made once per call (an opt-in: each weight is
+            rounded to 8 significant bits, while the products still accumulate
+            in float32). Decoding reads every weight once per token, so this
+            halves the bytes a step reads; see
+            :meth:`~keraslm.models.TransformerLM.decoding_precision`.
+            Sampling only (``num_beams=1``).
 
     Returns:
         The continuation of each prompt (a string per prompt, or token-id lists
@@ -70,12 +81,17 @@ def generate(model, prompts, max_new_tokens=100, *, temperature=1.0, top_k=0, to
     batch = prepare(model, prompts, max_new_tokens, temperature, top_k, top_p, min_p, repetition_penalty,
                     seed, stop)
     positive_int("num_beams", num_beams)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if num_beams > 1 and precision != "float32":
+        raise ValueError(f"precision={precision!r} is for sampling; beam search (num_beams={num_beams}) decodes "
+                         "in float32")
     if num_beams > 1:
         from keraslm.generation.beam import beam_search
 
         new_ids, logprobs = beam_search(model, batch, int(num_beams), float(length_penalty))
     else:
-        out, num, lp = _loop_for(model)(
+        out, num, lp = _loop_for(model, precision)(
             tf.constant(batch.ids), tf.constant(batch.lengths), tf.constant(batch.max_new),
             tf.constant(batch.temperature), tf.constant(batch.top_k), tf.constant(batch.top_p),
             tf.constant(batch.min_p), tf.constant(batch.repetition_penalty), tf.constant(batch.seed),

@@ -20,6 +20,8 @@ exported SavedModel) runs the same step, so a seed gives the same text on all.
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 
 from keraslm import ops
@@ -67,18 +69,19 @@ def stop_hit(seq, index, generated, stop_ids):
     return tf.logical_and(NS > 0, tf.reduce_any(match, -1))
 
 
-def make_sampling_loop(model):
+def make_sampling_loop(model, precision="float32"):
     """Builds the compiled loop for ``model`` (see the module docstring).
 
     The returned function takes (prompt_ids [B, P], lengths [B], max_new [B],
     temperature, top_k, top_p, min_p, repetition_penalty [B], seed [2],
     stop_ids [B, NS, LS]) and returns (new_ids [B, N] padded with -1,
-    num_tokens [B], logprobs [B, N]).
+    num_tokens [B], logprobs [B, N]). Its one-token steps read the weights in
+    ``precision`` (:meth:`~keraslm.models.CausalLM.decoding_precision`).
     """
-    return build_sampling_loop(lambda: model)
+    return build_sampling_loop(lambda: model, precision)
 
 
-def build_sampling_loop(get_model):
+def build_sampling_loop(get_model, precision="float32"):
     """:func:`make_sampling_loop` for the model that ``get_model()`` returns when the loop is traced
     (see :mod:`keraslm.generation.compiled`: the loop then does not keep the model alive)."""
     spec = tf.TensorSpec
@@ -89,10 +92,22 @@ def build_sampling_loop(get_model):
 
     @tf.function(input_signature=signature, jit_compile=False)
     def loop(prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p, penalty, seed, stop_ids):
-        return sampling_loop(get_model(), prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p,
-                             penalty, seed, stop_ids)
+        model = get_model()
+        with decoding_precision(model, precision):  # weight copies, if any, made here: once per call
+            return sampling_loop(model, prompt_ids, lengths, max_new, temperature, top_k, top_p, min_p,
+                                 penalty, seed, stop_ids)
 
     return loop
+
+
+def decoding_precision(model, precision):
+    """``model.decoding_precision(precision)``; float32 needs nothing from the model (the loop's contract is
+    only ``init_cache`` / ``next``)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    if not hasattr(model, "decoding_precision"):
+        raise ValueError(f"{type(model).__name__} decodes in float32 only, got precision={precision!r}")
+    return model.decoding_precision(precision)
 
 
 def window_size(context):

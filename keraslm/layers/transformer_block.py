@@ -47,6 +47,7 @@ class TransformerBlock(keras.layers.Layer):
         self.num_heads, self.num_kv_heads, self.mlp_ratio = num_heads, num_kv_heads, mlp_ratio
         self.dropout, self.use_bias, self.layer_norm_epsilon = dropout, use_bias, layer_norm_epsilon
         self.proj_init_std, self.activation = proj_init_std, activation
+        self._decode_kernels = None  # set by the model around a decoding loop (TransformerLM.decoding_precision)
 
     def build(self, input_shape):
         width = input_shape[-1]
@@ -71,7 +72,7 @@ class TransformerBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, cache=None, index=None, key_lengths=None, training=None):
-        if cache is not None and not training and self._runs_decoder_step_op(x):
+        if cache is not None and not training and (self._runs_decoder_step_op(x) or self._steps_in_bfloat16(x)):
             return self._decoder_step(x, cache, index, key_lengths)
         a = self.attn(self._norm(self.ln_1, x, training), cache=cache, index=index, key_lengths=key_lengths,
                       training=training)
@@ -102,20 +103,39 @@ class TransformerBlock(keras.layers.Layer):
         return (self.activation == "gelu_tanh" and x.shape.rank == 3 and x.shape[1] == 1 and x.dtype == tf.float32
                 and self.compute_dtype == "float32" and ops.uses_custom_op("decoder_block_step"))
 
+    def _steps_in_bfloat16(self, x):
+        """One-token steps inside a bfloat16 decoding loop always run as the fused step (its reference
+        when the custom ops are off), which reads the bfloat16 kernels."""
+        return self._decode_kernels is not None and x.shape.rank == 3 and x.shape[1] == 1
+
+    def decoding_kernels(self, dtype):
+        """The four kernels of the fused step (``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj``)
+        cast to ``dtype``: computed once, outside a decoding loop, for its steps to read."""
+        if self.activation != "gelu_tanh":
+            raise ValueError(f"decoding in {tf.as_dtype(dtype).name} needs the tanh GELU (activation='gelu_tanh'); "
+                             f"block {self.name} uses activation={self.activation!r}")
+        if self.compute_dtype != "float32":
+            raise ValueError(f"decoding in {tf.as_dtype(dtype).name} needs a float32 model; block {self.name} "
+                             f"computes in {self.compute_dtype}")
+        return tuple(tf.cast(k, dtype) for k in (self.attn.c_attn.kernel, self.attn.c_proj.kernel,
+                                                 self.c_fc.kernel, self.c_proj.kernel))
+
     def _decoder_step(self, x, cache, index, key_lengths):
         index = tf.cast(index, tf.int32)
         if key_lengths is None:
             key_lengths = index + 1
         bias = (lambda t: t) if self.use_bias else (lambda t: None)
         attn = self.attn
+        qkv, proj, fc, mlp_proj = self._decode_kernels or (attn.c_attn.kernel, attn.c_proj.kernel,
+                                                           self.c_fc.kernel, self.c_proj.kernel)
         y, k_cache, v_cache = ops.decoder_block_step(
             x[:, 0], cache[0], cache[1], index, key_lengths, num_heads=attn.num_heads,
             ln_1=(self.ln_1.gamma, bias(self.ln_1.beta)),
-            c_attn=(attn.c_attn.kernel, bias(attn.c_attn.bias)),
-            c_proj=(attn.c_proj.kernel, bias(attn.c_proj.bias)),
+            c_attn=(qkv, bias(attn.c_attn.bias)),
+            c_proj=(proj, bias(attn.c_proj.bias)),
             ln_2=(self.ln_2.gamma, bias(self.ln_2.beta)),
-            mlp_c_fc=(self.c_fc.kernel, bias(self.c_fc.bias)),
-            mlp_c_proj=(self.c_proj.kernel, bias(self.c_proj.bias)),
+            mlp_c_fc=(fc, bias(self.c_fc.bias)),
+            mlp_c_proj=(mlp_proj, bias(self.c_proj.bias)),
             epsilon=self.layer_norm_epsilon, in_place=True)  # the cache is the caller's to give (CausalLM.next)
         return y[:, None], (k_cache, v_cache)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -57,6 +59,19 @@ class CausalLM(MultiWorkerFit, keras.Model):
 
     def next(self, ids, cache, index, valid=None):
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def decoding_precision(self, precision):
+        """Within it, one-token :meth:`next` steps read their weights in ``precision``.
+
+        The decoding loops enter it around the loop they build (at trace time), so that any copies
+        of the weights are made once per call, outside the loop. ``"float32"`` (the default) reads
+        the variables; a model that offers another precision overrides this. The base class offers
+        none: other values raise ``ValueError``.
+        """
+        if precision != "float32":
+            raise ValueError(f"{type(self).__name__} decodes in float32 only, got precision={precision!r}")
+        yield
 
     @property
     def max_length(self):

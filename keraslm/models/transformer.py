@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -74,6 +76,7 @@ class TransformerLM(CausalLM):
                                                     dtype=dt)
         self.lm_head = None if tie_embeddings else keras.layers.Dense(vocab_size, use_bias=False, name="lm_head",
                                                                       dtype=dt)
+        self._decode_head = None  # the output layer's bfloat16 copy inside decoding_precision("bfloat16")
 
     @property
     def max_length(self):
@@ -121,6 +124,10 @@ class TransformerLM(CausalLM):
         return layer_norm(self.ln_f, x)
 
     def logits_from_features(self, x):
+        if self._decode_head is not None and x.shape.rank == 3 and x.shape[1] == 1:   # a bfloat16 decoding step
+            rows = tf.reshape(x, [-1, self.width])                                   # [B, C]
+            logits = ops.linear(rows, self._decode_head, transpose_kernel=self.lm_head is None)
+            return tf.reshape(logits, tf.concat([tf.shape(x)[:-1], [self._vocab_size]], 0))
         if self.lm_head is not None:
             y = ops.dense_matmul(x, self.lm_head.kernel) if x.shape[1] != 1 else None  # bfloat16 products
             return self.lm_head(x) if y is None else y
@@ -161,6 +168,36 @@ class TransformerLM(CausalLM):
             x, layer_cache = block(x, cache=layer_cache, index=index, key_lengths=key_lengths)
             new_cache.append(layer_cache)
         return self.logits_from_features(self._final_norm(x)), tuple(new_cache)
+
+    @contextlib.contextmanager
+    def decoding_precision(self, precision):
+        """``"bfloat16"``: one-token steps read bfloat16 copies of the blocks' four kernels and of the output
+        layer (the tied embedding table, or ``lm_head``), made here.
+
+        Decoding reads every weight once per token, so at small batch sizes its speed is the memory
+        bandwidth over the bytes of the weights: bfloat16 copies of the matrices (nearly all of them)
+        halve those bytes. The products still accumulate in float32; the LayerNorms, biases, the
+        input embedding lookups and the prompt's pass stay float32. What changes is that each matrix
+        weight is rounded to bfloat16 (8 significant bits). Needs the tanh GELU and a float32 model.
+        """
+        if precision == "float32":
+            yield
+            return
+        if precision != "bfloat16":
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+        if not self.built:
+            self.build((None, None))
+        kernels = [block.decoding_kernels(tf.bfloat16) for block in self.blocks]   # the casts, once per call
+        head = self.wte.embeddings if self.lm_head is None else self.lm_head.kernel
+        for block, k in zip(self.blocks, kernels):
+            block._decode_kernels = k
+        self._decode_head = tf.cast(head, tf.bfloat16)                             # [V, C] tied, else [C, V]
+        try:
+            yield
+        finally:
+            for block in self.blocks:
+                block._decode_kernels = None
+            self._decode_head = None
 
     def get_config(self):
         return {

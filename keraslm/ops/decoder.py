@@ -37,7 +37,10 @@ def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln
         c_attn: ``(kernel [C, (H + 2 Hkv) D], bias or None)``, columns ``[q | k | v]``.
         c_proj: ``(kernel [C, C], bias or None)``.
         mlp_c_fc: ``(kernel [C, F], bias or None)``; mlp_c_proj: ``(kernel [F, C], bias or None)``.
-            Biases (and betas) must be all given or all None.
+            Biases (and betas) must be all given or all None. The four kernels are float32, or all
+            four bfloat16: decoding reads every weight once per token, so bfloat16 copies of the
+            kernels halve the bytes a step reads (the products still accumulate in float32; the
+            reference widens them to float32, which is exact).
         epsilon: LayerNorm epsilon.
         in_place: write the new key/value into the cache buffers themselves,
             for callers that own their cache and never read an older version
@@ -73,6 +76,14 @@ def decoder_block_step(x, k_cache, v_cache, index, key_lengths, *, num_heads, ln
         for t, n in ((x, "x"), (k_cache, "k_cache"), (v_cache, "v_cache")):
             if t.dtype != tf.float32:
                 raise ValueError(f"{n} must be float32, got {t.dtype.name}")
+        kernels = [w[0] if isinstance(w[0], (tf.Tensor, tf.Variable)) else tf.convert_to_tensor(w[0], tf.float32)
+                   for w in weights[1:3] + weights[4:]]   # (non-TF values: float32, as the op would take them)
+        kernel_dtypes = {k.dtype for k in kernels}
+        if kernel_dtypes not in ({tf.float32}, {tf.bfloat16}):
+            raise ValueError("decoder_block_step: the four kernels must all be float32 or all bfloat16, got "
+                             + ", ".join(k.dtype.name for k in kernels))
+        weights = [weights[0], (kernels[0], weights[1][1]), (kernels[1], weights[2][1]), weights[3],
+                   (kernels[2], weights[4][1]), (kernels[3], weights[5][1])]
         index = int32_tensor(index, "index")
         key_lengths = int32_tensor(key_lengths, "key_lengths")
         if not _loader.use_custom("decoder_block_step",
@@ -97,7 +108,7 @@ def _reference(x, k_cache, v_cache, index, key_lengths, H, weights, use_bias, ep
         return t + beta if use_bias else t
 
     def dense(t, w, b):
-        t = tf.matmul(t, w)
+        t = tf.matmul(t, tf.cast(w, tf.float32))
         return t + b if use_bias else t
 
     B, S = tf.shape(k_cache)[0], tf.shape(k_cache)[1]

@@ -124,7 +124,7 @@ def test_stream_takes_a_batch(model):
 
 
 def test_changing_settings_and_shapes_never_retraces(model):
-    loop = _loop_for(model)
+    loop = _loop_for(model, "float32")
     generate(model, "To", max_new_tokens=3, seed=1)
     traces = loop.experimental_get_tracing_count()
     generate(model, ["To be", "or"], max_new_tokens=[5, 2], temperature=0.5, top_k=3, top_p=0.9, seed=2)

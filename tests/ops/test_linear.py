@@ -33,6 +33,41 @@ def test_matches_float64(impl, lead, K, N, use_bias, rng):
     assert_close(y, expected, 1e-5 * np.sqrt(max(K, 1)) * 4, 1e-5, "linear")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("transpose", [False, True])
+@pytest.mark.parametrize("lead, K, N", [((1,), 77, 1031), ((3, 1), 384, 65), ((8,), 40, 300), ((2,), 768, 5000)])
+def test_bfloat16_and_transposed_kernels_match_float64(impl, transpose, lead, K, N, rng):
+    """A bfloat16 kernel ([K, N], or [N, K] transposed: the output layer of a decoding step) against float64 on
+    the rounded values."""
+    x = rng.standard_normal(lead + (K,)).astype(np.float32)
+    w16 = tf.cast(tf.constant(rng.standard_normal((N, K) if transpose else (K, N)).astype(np.float32)), tf.bfloat16)
+    w = tf.cast(w16, tf.float32).numpy().astype(np.float64)
+    b = rng.standard_normal(N).astype(np.float32)
+    with keraslm.ops.implementation_scope(impl):
+        y = keraslm.ops.linear(x, w16, b, transpose_kernel=transpose).numpy()
+        y32 = keraslm.ops.linear(x, w.astype(np.float32), b, transpose_kernel=transpose).numpy()
+    expected = x.astype(np.float64) @ (w.T if transpose else w) + b
+    assert y.shape == lead + (N,)
+    assert_close(y, expected, 1e-5 * np.sqrt(K) * 4, 1e-5, "bfloat16 linear")
+    assert_close(y32, expected, 1e-5 * np.sqrt(K) * 4, 1e-5, "transposed float32 linear")
+
+
+def test_transposed_under_xla_and_its_gradient(rng):
+    x = tf.constant(rng.standard_normal((4, 24)).astype(np.float32))
+    w = tf.constant(rng.standard_normal((40, 24)).astype(np.float32))          # [N, K]
+    with keraslm.ops.implementation_scope("custom"):
+        y = tf.function(lambda x, w: keraslm.ops.linear(x, w, transpose_kernel=True), jit_compile=True)(x, w)
+        np.testing.assert_allclose(y, x.numpy() @ w.numpy().T, rtol=1e-5, atol=1e-4)
+        y16 = tf.function(lambda x, w: keraslm.ops.linear(x, tf.cast(w, tf.bfloat16), transpose_kernel=True),
+                          jit_compile=True)(x, w)
+        np.testing.assert_allclose(y16, x.numpy() @ tf.cast(tf.cast(w, tf.bfloat16), tf.float32).numpy().T,
+                                   rtol=1e-5, atol=1e-4)
+        theoretical, numerical = tf.test.compute_gradient(
+            lambda x_, w_: keraslm.ops.linear(x_, w_, transpose_kernel=True), [x[:2], w[:7]])
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, atol=2e-2)
+
+
 def test_graph_with_unknown_rows_and_gradient(rng):
     x = rng.standard_normal((5, 24)).astype(np.float32)
     w = rng.standard_normal((24, 40)).astype(np.float32)
@@ -70,6 +105,12 @@ def test_errors_name_the_bad_value():
         keraslm.ops.linear(tf.zeros([2, 3]), tf.zeros([4, 5]))
     with pytest.raises(ValueError, match="x must be float32, got float64"):
         keraslm.ops.linear(tf.zeros([2, 4], tf.float64), tf.zeros([4, 5]))
+    with pytest.raises(ValueError, match="kernel must be float32 or bfloat16, got float16"):
+        keraslm.ops.linear(tf.zeros([2, 4]), tf.zeros([4, 5], tf.float16))
+    with pytest.raises(ValueError, match="x has 3 features but kernel has 4 columns"):
+        keraslm.ops.linear(tf.zeros([2, 3]), tf.zeros([5, 4]), transpose_kernel=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x has 3 columns but w has 4 columns"):
+        lib.keraslm_linear(tf.zeros([2, 3]), tf.zeros([5, 4]), tf.zeros([0]), transpose_w=True)
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2"])
