@@ -9,12 +9,14 @@ run (medians after a warm-up), each system in a process of its own (torch's and 
 pools slow each other down when they share a process on a small machine):
 
 * greedy generation, prompt 64 tokens, 128 new tokens, batch 1 and 8: keraslm ``generate`` (compiled
-  KV-cache loop), transformers ``generate`` (torch CPU, float32, KV cache, ``torch.no_grad``, never
+  KV-cache loop; float32, and with the ``precision="bfloat16"`` opt-in, which decodes with bfloat16
+  copies of the weight matrices), transformers ``generate`` (torch CPU, float32, KV cache, ``torch.no_grad``, never
   stopping early) and keras-hub ``GPT2CausalLM.generate`` (same shape, its own random weights, greedy
   sampler, jit on); tokens/s and ratios;
-* the memory-bandwidth bound of a decoding step: the float32 weights it reads (all parameters but the
-  position table: the tied embedding is read whole as the LM head) over the copy bandwidth of a large
-  numpy copy measured in this run (read + write bytes per second);
+* the memory-bandwidth bound of a decoding step: the weights it reads (all parameters but the position
+  table: the tied embedding is read whole as the LM head; float32, or 2 bytes for the matrices in
+  bfloat16) over the copy bandwidth of a large numpy copy measured in this run (read + write bytes per
+  second);
 * fine-tuning tokens/s, batch 4 x 256 tokens: keraslm ``fit`` on the imported model compiled by the
   training harness (AdamW, the harness's XLA choice) against a plain torch loop (AdamW, train mode) of
   the same transformers model. Both with dropout 0.1 (GPT-2's).
@@ -74,9 +76,9 @@ def prompts(batch):
     return np.random.default_rng(batch).integers(0, V, (batch, PROMPT))
 
 
-def keraslm_generate(model, batch, repeats):
+def keraslm_generate(model, batch, repeats, precision="float32"):
     rows = prompts(batch).tolist()
-    run = lambda: model.generate(rows, max_new_tokens=NEW, temperature=0)  # noqa: E731
+    run = lambda: model.generate(rows, max_new_tokens=NEW, temperature=0, precision=precision)  # noqa: E731
     return median_time(run, repeats, warmup=1)
 
 
@@ -160,6 +162,8 @@ def measure(system, directory, batch, repeats, steps):
     """One measurement in this process: seconds per generate call (``batch``), or per training step."""
     if system == "keraslm":
         return keraslm_generate(load_hf_gpt2(directory, tokenizer=False), batch, repeats)
+    if system == "keraslm-bf16":
+        return keraslm_generate(load_hf_gpt2(directory, tokenizer=False), batch, repeats, "bfloat16")
     if system == "transformers":
         return transformers_generate(load_hf(directory), batch, repeats)
     if system == "keras-hub":
@@ -215,24 +219,28 @@ def main():
 
     bandwidth = copy_bandwidth()
     weight_bytes = 4 * (n_params - CONTEXT * WIDTH)  # every weight once per step; of wpe only one row
-    bound = weight_bytes / bandwidth
+    matrices = sum(int(np.prod(w.shape)) for w in model.weights if len(w.shape) == 2 and "wpe" not in w.path)
+    bounds = {"float32": weight_bytes / bandwidth, "bfloat16": (weight_bytes - 2 * matrices) / bandwidth}
     print(f"# copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy of 1 GiB, read + write); weights read per "
-          f"decoding step {weight_bytes / 1e6:.0f} MB -> bound {bound * 1e3:.1f} ms/step")
+          f"decoding step {weight_bytes / 1e6:.0f} MB -> bound {bounds['float32'] * 1e3:.1f} ms/step "
+          f"(bfloat16 matrices: {(weight_bytes - 2 * matrices) / 1e6:.0f} MB -> {bounds['bfloat16'] * 1e3:.1f} "
+          "ms/step)")
 
     print(f"\n## greedy generation, prompt {PROMPT}, {NEW} new tokens: tokens/s (median of {repeats}); "
           "ratio = keraslm / baseline; ms/step = time per decoding step (batch rows share it)")
     for batch in (1,) if args.quick else (1, 8):
-        ours = in_own_process("keraslm", directory, batch, repeats, steps)
         theirs = {name: in_own_process(name, directory, batch, repeats, steps) for name in ("transformers", "keras-hub")}
-        tps = batch * NEW / ours
-        line = (f"batch {batch}: keraslm {tps:7.1f} tok/s ({ours / NEW * 1e3:6.1f} ms/step, "
-                f"{ours / NEW / bound:4.2f}x the bandwidth bound)")
-        for name, seconds in theirs.items():
-            if seconds is None:
-                line += f" | {name}: not installed"
-            else:
-                line += f" | {name} {batch * NEW / seconds:7.1f} tok/s (x{seconds / ours:4.2f})"
-        print(line, flush=True)
+        for precision, system in (("float32", "keraslm"), ("bfloat16", "keraslm-bf16")):
+            ours = in_own_process(system, directory, batch, repeats, steps)
+            tps = batch * NEW / ours
+            line = (f"batch {batch}: keraslm {precision:8s} {tps:7.1f} tok/s ({ours / NEW * 1e3:6.1f} ms/step, "
+                    f"{ours / NEW / bounds[precision]:4.2f}x its bandwidth bound)")
+            for name, seconds in theirs.items():
+                if seconds is None:
+                    line += f" | {name}: not installed"
+                else:
+                    line += f" | {name} {batch * NEW / seconds:7.1f} tok/s (x{seconds / ours:4.2f})"
+            print(line, flush=True)
 
     if not args.no_train:
         tokens = TRAIN_BATCH * TRAIN_T

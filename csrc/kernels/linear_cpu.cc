@@ -126,42 +126,30 @@ void partial_rows(const LinearParams& p, const T* w, int64_t k0, int64_t k1, flo
   }
 }
 
-// transpose_w: out[m, n] for rows n in [n0, n1) of w [N, K]: four rows of w at a time, each row of x
-// against them (four independent accumulators, one per row of w; then the leftover k and n).
+// transpose_w: out[m, n] for rows n in [n0, n1) of w [N, K], one row of w at a time: the rows are
+// read front to back in one stream (reading four rows in lockstep, four short streams, measured about
+// half as fast), four independent accumulators along k, then the leftover k.
 template <class T>
 void transposed_rows(const LinearParams& p, const T* w, int64_t n0, int64_t n1) {
   const int64_t M = p.M, K = p.K, N = p.N, vectors = K / W * W;
-  auto finish = [&](float s, const float* x, const T* wn, int64_t m, int64_t n) {
-    for (int64_t k = vectors; k < K; ++k) s += x[k] * scalar(wn[k]);
-    p.out[m * N + n] = p.bias ? s + p.bias[n] : s;
-  };
-  int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) {
-    const T *w0 = w + n * K, *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* wn = w + n * K;
     for (int64_t m = 0; m < M; ++m) {
       const float* x = p.x + m * K;
       vf a0{}, a1{}, a2{}, a3{};
-      for (int64_t k = 0; k < vectors; k += W) {
-        const vf xv = vload(x + k);
-        a0 += xv * vload(w0 + k);
-        a1 += xv * vload(w1 + k);
-        a2 += xv * vload(w2 + k);
-        a3 += xv * vload(w3 + k);
+      int64_t k = 0;
+      for (; k + 4 * W <= vectors; k += 4 * W) {
+        a0 += vload(x + k) * vload(wn + k);
+        a1 += vload(x + k + W) * vload(wn + k + W);
+        a2 += vload(x + k + 2 * W) * vload(wn + k + 2 * W);
+        a3 += vload(x + k + 3 * W) * vload(wn + k + 3 * W);
       }
-      finish(hsum(a0), x, w0, m, n);
-      finish(hsum(a1), x, w1, m, n + 1);
-      finish(hsum(a2), x, w2, m, n + 2);
-      finish(hsum(a3), x, w3, m, n + 3);
+      for (; k < vectors; k += W) a0 += vload(x + k) * vload(wn + k);
+      float s = hsum((a0 + a1) + (a2 + a3));
+      for (k = vectors; k < K; ++k) s += x[k] * scalar(wn[k]);
+      p.out[m * N + n] = p.bias ? s + p.bias[n] : s;
     }
   }
-  for (; n < n1; ++n)
-    for (int64_t m = 0; m < M; ++m) {
-      const float* x = p.x + m * K;
-      const T* wn = w + n * K;
-      vf a{};
-      for (int64_t k = 0; k < vectors; k += W) a += vload(x + k) * vload(wn + k);
-      finish(hsum(a), x, wn, m, n);
-    }
 }
 
 void transposed(const LinearParams& p, const Parallel& par) {
