@@ -54,6 +54,11 @@ Status CacheOutput(OpKernelContext* ctx, bool in_place, int in, int out, float**
 
 class DecoderBlockStepOp : public OpKernel {
  public:
+  // Run inline on the thread that schedules it, not handed to another inter-op thread: the op
+  // spreads its own work over the intra-op pool, and in a decoding loop (one small op after another)
+  // each hand-off was a thread wake-up (about 0.5 ms of a 2.6 ms gpt-mini step on a 2-core machine).
+  bool IsExpensive() override { return false; }
+
   explicit DecoderBlockStepOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     int num_heads = 0;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("num_heads", &num_heads));
