@@ -13,7 +13,7 @@ import tensorflow as tf
 import keraslm
 from keraslm.models import RecurrentLM, TransformerLM
 from np_reference import assert_close
-from ops.test_decoder_step import make_inputs, np_block
+from ops.test_decoder_step import check_against_float64, make_inputs, np_block
 
 KERNELS = ("c_attn", "c_proj", "mlp_c_fc", "mlp_c_proj")
 
@@ -38,13 +38,7 @@ def bf16_rounded(w):
 def test_bfloat16_kernels_match_float64_on_the_rounded_weights(impl, B, S, H, Hkv, D, F, use_bias, rng):
     x, kc, vc, index, lengths, w = make_inputs(rng, B, S, H, Hkv, D, F, use_bias)
     w16, w32 = bf16_rounded(w)
-    with keraslm.ops.implementation_scope(impl):
-        y, k_out, v_out = keraslm.ops.decoder_block_step(x, kc, vc, index, lengths, num_heads=H, **w16)
-    y_ref, k_ref, v_ref = np_block(x, kc, vc, index, lengths, w32, H)
-    tol = 2e-5 * np.sqrt(F)
-    assert_close(y, y_ref, tol, 1e-4, "y")
-    assert_close(k_out, k_ref, tol, 1e-4, "k_cache")
-    assert_close(v_out, v_ref, tol, 1e-4, "v_cache")
+    check_against_float64(impl, x, kc, vc, index, lengths, w16, w32, H, F)
 
 
 def test_bfloat16_kernels_under_xla(rng):

@@ -65,18 +65,25 @@ def np_block(x, k_cache, v_cache, index, lengths, w, H, eps=1e-5):
     return x1 + dense(g, w["mlp_c_proj"]), k_cache, v_cache
 
 
+def check_against_float64(impl, x, kc, vc, index, lengths, w, w_ref, H, F):
+    """The step on ``impl`` with weights ``w`` against :func:`np_block` with ``w_ref`` (the same values as
+    float32 numpy); returns the new k_cache."""
+    with keraslm.ops.implementation_scope(impl):
+        y, k_out, v_out = keraslm.ops.decoder_block_step(x, kc, vc, index, lengths, num_heads=H, **w)
+    y_ref, k_ref, v_ref = np_block(x, kc, vc, index, lengths, w_ref, H)
+    tol = 2e-5 * np.sqrt(F)
+    assert_close(y, y_ref, tol, 1e-4, "y")
+    assert_close(k_out, k_ref, tol, 1e-4, "k_cache")
+    assert_close(v_out, v_ref, tol, 1e-4, "v_cache")
+    return k_out
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("B, S, H, Hkv, D, F", SHAPES)
 @pytest.mark.parametrize("use_bias", [True, False])
 def test_matches_float64(impl, B, S, H, Hkv, D, F, use_bias, rng):
     x, kc, vc, index, lengths, w = make_inputs(rng, B, S, H, Hkv, D, F, use_bias)
-    with keraslm.ops.implementation_scope(impl):
-        y, k_out, v_out = keraslm.ops.decoder_block_step(x, kc, vc, index, lengths, num_heads=H, **w)
-    y_ref, k_ref, v_ref = np_block(x, kc, vc, index, lengths, w, H)
-    tol = 2e-5 * np.sqrt(F)
-    assert_close(y, y_ref, tol, 1e-4, "y")
-    assert_close(k_out, k_ref, tol, 1e-4, "k_cache")
-    assert_close(v_out, v_ref, tol, 1e-4, "v_cache")
+    k_out = check_against_float64(impl, x, kc, vc, index, lengths, w, w, H, F)
     # Only row index[b] of each cache row changed.
     mask = np.ones(kc.shape[:2], bool)
     mask[np.arange(B), index] = False
