@@ -119,9 +119,7 @@ class Step {
     products_[1] = {att_, p.w_o, p.w_o_bf16, p.b_o, C_, C_, x1_};
     products_[2] = {h_, p.w_fc, p.w_fc_bf16, p.b_fc, C_, p.F, f_};
     products_[3] = {f_, p.w_proj, p.w_proj_bf16, p.b_proj, p.F, C_, p.y};
-    auto product_chunks = [&](const Product& q) {
-      return stream_ ? (q.K + rows_per_chunk(q.K, row_chunks_) - 1) / rows_per_chunk(q.K, row_chunks_) : column_chunks(q.N);
-    };
+    auto product_chunks = [&](const Product& q) { return stream_ ? row_blocks(q) : column_chunks(q.N); };
     auto sum_chunks = [&](const Product& q) { return stream_ ? column_chunks(q.N) : 0; };
     const int64_t chunks[kPhases] = {
         1, product_chunks(products_[0]), sum_chunks(products_[0]), 1,
@@ -149,6 +147,9 @@ class Step {
 
  private:
   static int64_t column_chunks(int64_t n) { return (n + kColumnChunk - 1) / kColumnChunk; }
+  // Rows of w per row block of product q (row-split products), and its number of row blocks.
+  int64_t block_rows(const Product& q) const { return rows_per_chunk(q.K, row_chunks_); }
+  int64_t row_blocks(const Product& q) const { return (q.K + block_rows(q) - 1) / block_rows(q); }
 
   LinearParams linear(const Product& q) const {
     LinearParams lp;
@@ -162,7 +163,7 @@ class Step {
   template <class Epilogue>
   void product(const Product& q, int64_t c, Epilogue epilogue) {
     if (stream_) {
-      const int64_t rows = rows_per_chunk(q.K, row_chunks_);
+      const int64_t rows = block_rows(q);
       linear_partial_rows(linear(q), c * rows, std::min(q.K, (c + 1) * rows), rows_part_ + c * p_.B * q.N);
       return;
     }
@@ -176,7 +177,7 @@ class Step {
   template <class Epilogue>
   void sum(const Product& q, int64_t c, Epilogue epilogue) {
     const int64_t n0 = c * kColumnChunk, n1 = std::min(q.N, n0 + kColumnChunk);
-    const int64_t blocks = (q.K + rows_per_chunk(q.K, row_chunks_) - 1) / rows_per_chunk(q.K, row_chunks_), BN = p_.B * q.N;
+    const int64_t blocks = row_blocks(q), BN = p_.B * q.N;
     for (int64_t b = 0; b < p_.B; ++b) {
       float* out = q.out + b * q.N;
       for (int64_t n = n0; n < n1; ++n) out[n] = q.bias ? q.bias[n] : 0.f;

@@ -7,10 +7,10 @@
 // decoder_step_forward to it.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
+#include "kernels/bfloat16.h"
 #include "kernels/decoder_step.h"
 
 namespace keraslm {
@@ -30,14 +30,8 @@ void layer_norm_row(const std::vector<double>& x, const float* gamma, const floa
   for (int64_t c = 0; c < C; ++c) out[c] = (x[c] - mean) * rstd * gamma[c] + (beta ? beta[c] : 0.0);
 }
 
-// w[i]: the float32 weight, or the bfloat16 one (its bits are a float32's upper half) when given.
-double weight(const float* w, const uint16_t* w_bf16, int64_t i) {
-  if (!w_bf16) return w[i];
-  const uint32_t bits = uint32_t(w_bf16[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
+// w[i]: the float32 weight, or the bfloat16 one when given.
+double weight(const float* w, const uint16_t* w_bf16, int64_t i) { return w_bf16 ? bf16_to_float(w_bf16[i]) : w[i]; }
 
 // out[n] = sum_k x[k] * w[k, n] (+ bias[n]):  x [K], w [K, N] row-major, out [N].
 void product_row(const std::vector<double>& x, const float* w, const uint16_t* w_bf16, const float* bias,

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 
+#include "kernels/bfloat16.h"  // round_to_bf16
 #include "kernels/parallel.h"
 
 namespace keraslm {
@@ -44,9 +45,5 @@ void gemm_bf16(const GemmBf16Params& p, const Parallel& par);
 // The same product without AMX, one output at a time in float64 over the
 // bfloat16-rounded inputs: the reference the tests compare with.
 void gemm_bf16_reference(const GemmBf16Params& p);
-
-// Round a float32 to the nearest bfloat16 (ties to even; NaN stays NaN) and
-// return it widened back to float32.
-float round_to_bf16(float x);
 
 }  // namespace keraslm

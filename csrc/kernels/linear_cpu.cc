@@ -92,7 +92,7 @@ void columns(const LinearParams& p, int64_t n0, int64_t n1) {
   else columns(p, p.w, n0, n1);
 }
 
-// part[m, :] += sum over rows k of w in [k0, k1) of x[m, k] w[k, :], four rows of w per pass.
+// part[m, :] = sum over rows k of w in [k0, k1) of x[m, k] w[k, :], four rows of w per pass.
 template <class T>
 void partial_rows(const LinearParams& p, const T* w, int64_t k0, int64_t k1, float* part) {
   const int64_t M = p.M, K = p.K, N = p.N, vectors = N / W * W;

@@ -1,21 +1,14 @@
 // The naive dense-layer spec (linear.h): out = x @ w (+ bias), one output at a
 // time, the dot product in double.  Slow on purpose; the tests hold the fast
 // kernel (linear_forward and linear_forward_columns) to it.
-#include <cstring>
-
+#include "kernels/bfloat16.h"
 #include "kernels/linear.h"
 
 namespace keraslm {
 namespace {
 
 // w[i] as a double, from the float32 or the bfloat16 weights.
-double weight(const LinearParams& p, int64_t i) {
-  if (!p.w_bf16) return p.w[i];
-  const uint32_t bits = uint32_t(p.w_bf16[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
+double weight(const LinearParams& p, int64_t i) { return p.w_bf16 ? bf16_to_float(p.w_bf16[i]) : p.w[i]; }
 
 }  // namespace
 

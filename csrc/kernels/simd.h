@@ -8,6 +8,8 @@
 #include <cstring>
 #include <immintrin.h>
 
+#include "kernels/bfloat16.h"
+
 #ifndef KERASLM_ISA
 #error "simd.h is only used by the per-ISA kernel sources (KERASLM_ISA must be defined)"
 #endif
@@ -44,12 +46,7 @@ inline vf vload(const uint16_t* p) {
 #endif
 }
 inline float scalar(float v) { return v; }
-inline float scalar(uint16_t bf16) {
-  const uint32_t bits = uint32_t(bf16) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
+inline float scalar(uint16_t bf16) { return bf16_to_float(bf16); }
 inline void vstore(float* p, vf x) { *reinterpret_cast<vf_unaligned*>(p) = x; }
 inline vf vset1(float x) { return vf{} + x; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/bfloat16.h"
 #include "kernels/decoder_step.h"
 #include "kernels/layer_norm.h"
 #include "kernels/linear.h"
@@ -273,12 +274,10 @@ double worst_bounded(const std::vector<float>& a, const std::vector<float>& ref,
 std::vector<uint16_t> to_bf16(std::vector<float>& v) {
   std::vector<uint16_t> bits(v.size());
   for (size_t i = 0; i < v.size(); ++i) {
+    v[i] = round_to_bf16(v[i]);
     uint32_t u;
-    std::memcpy(&u, &v[i], 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
+    std::memcpy(&u, &v[i], sizeof(u));
     bits[i] = uint16_t(u >> 16);
-    u = uint32_t(bits[i]) << 16;
-    std::memcpy(&v[i], &u, 4);
   }
   return bits;
 }
